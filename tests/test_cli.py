@@ -1,0 +1,65 @@
+"""The ``facecast`` console script as a user runs it, and the serving path's imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from conftest import ROOT
+
+
+def _facecast(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runtime.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_rig_preview_writes_a_png(tmp_path: Path) -> None:
+    out = tmp_path / "preview.png"
+    r = _facecast("rig-preview", "--avatar", "default", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    img = np.asarray(Image.open(out))
+    assert img.shape == (768, 1536, 3)
+    # every panel shows the face with coloured overlays, not a blank
+    for row in range(2):
+        for col in range(4):
+            panel = img[row * 384:(row + 1) * 384, col * 384:(col + 1) * 384]
+            assert panel.std() > 20
+
+
+def test_rig_preview_unknown_avatar(tmp_path: Path) -> None:
+    r = _facecast("rig-preview", "--avatar", "nobody", "--out", str(tmp_path / "p.png"))
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert "unknown avatar 'nobody'" in r.stderr
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_avatar_info_prints_metadata() -> None:
+    r = _facecast("avatar-info", "default")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["name"] == "default" and info["content_hash"].startswith("sha256:")
+
+
+def test_serving_path_imports_neither_torch_nor_mediapipe() -> None:
+    code = (
+        "import sys, avatars, avatars.rig, avatars.retarget, runtime.cli, runtime.one_euro, "
+        "runtime.preview, engines\n"
+        "avatars.load('default')\n"
+        "bad = [m for m in ('torch', 'mediapipe') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_default_avatar_is_reproducible_from_its_script() -> None:
+    r = subprocess.run([sys.executable, "tools/make_default_avatar.py", "--check"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "reproducible" in r.stdout
