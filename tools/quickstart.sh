@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# facecast quickstart: set everything up, then run the main job or the whole test suite.
+#
+#   bash tools/quickstart.sh demo   # set up, then run the main job (see README)
+#   bash tools/quickstart.sh test   # set up, then run the whole test suite
+#
+# Safe to run again: system packages are installed only when missing, the virtual environment
+# (.venv) is reused, and pip runs only when requirements.lock or pyproject.toml changed.
+# Environment: PYTHON=/path/to/python3.X picks the interpreter (3.10-3.12; mediapipe 0.10.21 has
+# no wheels for newer ones); FACECAST_VENV=DIR puts the environment elsewhere.
+set -euo pipefail
+
+mode="${1:-demo}"
+case "$mode" in demo|test|setup) ;; *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;; esac
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+venv="${FACECAST_VENV:-$root/.venv}"
+
+# Debian/Ubuntu packages the project needs (grows as features arrive).
+apt_packages=(python3-venv)
+
+log() { printf '[quickstart] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root for: $*"; return 1; fi
+}
+
+pick_python() {
+  local candidates=("${PYTHON:-}" python3.12 python3.11 python3.10 python3) c
+  for c in "${candidates[@]}"; do
+    [ -n "$c" ] || continue
+    command -v "$c" >/dev/null 2>&1 || continue
+    if "$c" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' 2>/dev/null; then
+      echo "$c"; return 0
+    fi
+  done
+  log "no Python 3.10-3.12 found (set PYTHON=/path/to/python3.X)"; return 1
+}
+
+ensure_system_packages() {
+  command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 || return 0
+  local missing=() p
+  for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  # python3-venv only matters for Debian's own python3; a pyenv/python.org build has ensurepip.
+  if [ "${#missing[@]}" -gt 0 ] && [ "${missing[*]}" = "python3-venv" ] \
+      && "$py" -c 'import ensurepip, venv' 2>/dev/null; then
+    return 0
+  fi
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing system packages: ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_venv() {
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating virtual environment $venv with $("$py" --version)"
+    "$py" -m venv "$venv"
+  fi
+  local stamp="$venv/.facecast-installed" want
+  want="$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c 'import avatars' 2>/dev/null; then
+    return 0
+  fi
+  log "installing pinned Python packages (requirements.lock)"
+  local pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+  "${pip[@]}" install -r requirements.lock
+  "${pip[@]}" install --no-deps "mediapipe==0.10.21"
+  "${pip[@]}" install --no-deps --no-build-isolation -e .
+  echo "$want" > "$stamp"
+}
+
+py="$(pick_python)"
+ensure_system_packages
+ensure_venv
+export PATH="$venv/bin:$PATH"
+
+case "$mode" in
+  setup)
+    log "environment ready: source $venv/bin/activate" ;;
+  demo)
+    mkdir -p out
+    log "enrolling the bundled portrait as avatar 'demo' (mediapipe Face Mesh)"
+    facecast enroll avatars/default/image.png --name demo --out out/avatars --force \
+      --consent "public-domain NASA portrait (demo)" --licence "public domain" \
+      --attribution "NASA, via scikit-image"
+    log "drawing the rig preview"
+    facecast rig-preview --avatar out/avatars/demo --out out/rig-preview.png
+    log "done: open out/rig-preview.png" ;;
+  test)
+    exec python -m pytest -q ;;
+esac
