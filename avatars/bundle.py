@@ -316,7 +316,9 @@ def load(name_or_path: str | os.PathLike[str]) -> Avatar:
 
     h, w = image.shape[:2]
     if list(metadata["image_size"]) != [w, h]:
-        raise BundleError(f"{folder}: image.png is {w}x{h} but metadata says {metadata['image_size']}")
+        raise BundleError(
+            f"{folder}: image.png is {w}x{h} but metadata says {metadata['image_size']}"
+        )
     if landmarks.shape != (N_LANDMARKS, 3) or landmarks.dtype != np.float32:
         raise BundleError(
             f"{folder / LANDMARKS_FILE}: expected float32 [{N_LANDMARKS}, 3], "
@@ -334,7 +336,8 @@ def load(name_or_path: str | os.PathLike[str]) -> Avatar:
     if side <= 0 or x0 < 0 or y0 < 0 or x0 + side > w or y0 + side > h:
         raise BundleError(f"{folder}: crop_box {box} does not lie inside the {w}x{h} image")
     if mask_u8.shape != (side, side):
-        raise BundleError(f"{folder / MASK_FILE}: expected {side}x{side}, got {mask_u8.shape[1]}x{mask_u8.shape[0]}")
+        got = f"{mask_u8.shape[1]}x{mask_u8.shape[0]}"
+        raise BundleError(f"{folder / MASK_FILE}: expected {side}x{side}, got {got}")
     border = np.concatenate([mask_u8[0], mask_u8[-1], mask_u8[:, 0], mask_u8[:, -1]])
     if border.max() > MASK_BORDER_MAX:
         raise BundleError(f"{folder / MASK_FILE}: mask must fall to 0 at the crop border")

@@ -222,8 +222,9 @@ def jaw_weight(q: np.ndarray, mouth: _Mouth) -> np.ndarray:
     """How much each vertex follows the mandible, [N] in [0, 1].
 
     Within the mouth's width the split is sharp along the mouth line (upper lip 0; lower lip 1
-    at the midline tapering to 0.55 near the corners; the lip contours are assigned explicitly), softening toward and beyond the corners so
-    cheeks and the jaw line stretch smoothly; the chin and lower jaw outline are 1, the upper
+    at the midline tapering to 0.55 near the corners; the lip contours are assigned
+    explicitly), softening toward and beyond the corners so cheeks and the jaw line stretch
+    smoothly; the chin and lower jaw outline are 1, the upper
     face 0.
     """
     s = mouth.below(q)
@@ -447,7 +448,7 @@ def field_press(q: np.ndarray, mouth: _Mouth, side: float) -> np.ndarray:
     red of the lips narrows, FACS AU24), weighted by λ of that side (``press_weights``); skin
     within 0.1 IOD follows. The closing of any gap is the closure term (``closure_fields``).
     """
-    lam = smoothstep(-0.6, 0.6, _Mouth.lateral(mouth, q, side))
+    lam = smoothstep(-0.6, 0.6, mouth.lateral(q, side))
     anchors: dict[int, np.ndarray] = {}
     for outer, inner in ((T.LIPS_OUTER_UPPER, T.LIPS_INNER_UPPER),
                          (T.LIPS_OUTER_LOWER, T.LIPS_INNER_LOWER)):

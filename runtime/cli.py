@@ -5,6 +5,7 @@ Subcommands (each prints a one-line reason and exits non-zero on bad input):
 * ``facecast enroll IMAGE --name NAME [--consent TEXT] [--out DIR] [--largest] [--force]``
 * ``facecast rig-preview --avatar NAME --out preview.png [--size 256]``
 * ``facecast avatar-info NAME`` — validate a bundle and print its metadata as JSON
+* ``facecast bench rig [--json]`` — rig and retargeting speed, as JSON
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ def _cmd_avatar_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from runtime.bench import bench_rig
+
+    result = bench_rig(args.avatar)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``facecast`` with all subcommands."""
     parser = argparse.ArgumentParser(prog="facecast", description="real-time talking avatars")
@@ -90,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--size", type=int, default=256, choices=(256, 512), help="render crop side")
     p.set_defaults(func=_cmd_rig_preview)
+
+    p = sub.add_parser("bench", help="benchmarks that print JSON")
+    p.add_argument("what", choices=("rig",), help="what to measure")
+    p.add_argument("--avatar", default="default")
+    p.add_argument("--json", action="store_true", help="one line of JSON")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("avatar-info", help="validate an avatar bundle and print its metadata")
     p.add_argument("avatar", help="avatar name or bundle folder")

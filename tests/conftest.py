@@ -11,8 +11,8 @@ from PIL import Image
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-import avatars  # noqa: E402
-from avatars.rig import Rig  # noqa: E402
+import avatars
+from avatars.rig import Rig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -107,7 +107,7 @@ def test_nan_landmarks(default_avatar: avatars.Avatar, tmp_path: Path) -> None:
 
 
 def test_crop_box_outside_image(default_avatar: avatars.Avatar, tmp_path: Path) -> None:
-    x0, y0, side = default_avatar.crop_box
+    _, y0, side = default_avatar.crop_box
     path = _rewrite(default_avatar, tmp_path, meta={"crop_box": [512 - side + 10, y0, side]})
     with pytest.raises(B.BundleError, match="does not lie inside"):
         avatars.load(path)

@@ -63,3 +63,12 @@ def test_default_avatar_is_reproducible_from_its_script() -> None:
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "reproducible" in r.stdout
+
+
+def test_bench_rig_prints_json() -> None:
+    r = _facecast("bench", "rig", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["benchmark"] == "rig"
+    assert set(result["keypoints_us_per_frame"]) == {"1", "8", "64"}
+    assert result["retarget_max_coeff_error"] < 0.05

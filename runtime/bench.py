@@ -1,0 +1,78 @@
+"""``facecast bench rig``: how fast the rig and retargeting run, printed as JSON.
+
+Timings are medians over repeats with ``time.perf_counter``; on a shared machine compare ratios
+taken in one run rather than absolute figures across runs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import avatars
+from avatars.retarget import Retargeter
+from avatars.rig import N_COEFFICIENTS, NEUTRAL_POSE, Rig, in_domain
+
+
+def _median_s(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench_rig(avatar_name: str = "default", size: int = 256, seed: int = 0) -> dict[str, Any]:
+    """Measure rig construction, batched keypoint evaluation and retargeting.
+
+    Returns a JSON-ready dict: ``rig_build_ms``; ``keypoints_us_per_frame`` for batch sizes
+    1, 8 and 64; ``retarget_ms_cold`` (from neutral) and ``retarget_ms_warm`` (from the previous
+    frame of a smooth sequence); ``retarget_max_coeff_error`` over the measured frames.
+    """
+    avatar = avatars.load(avatar_name)
+    rng = np.random.default_rng(seed)
+    build_s = _median_s(lambda: Rig.for_avatar(avatar, size), 5)
+    rig = Rig.for_avatar(avatar, size)
+    per_frame = {}
+    for batch in (1, 8, 64):
+        c = rng.uniform(0, 1, (batch, N_COEFFICIENTS))
+        p = np.tile(NEUTRAL_POSE, (batch, 1))
+        p[:, :3] = rng.uniform(-0.3, 0.3, (batch, 3))
+        per_frame[str(batch)] = round(_median_s(lambda: rig.keypoints(c, p), 50) / batch * 1e6, 1)
+
+    fit = Retargeter(avatar.crop_landmarks(size), size)
+    cold, warm, errors = [], [], []
+    for _ in range(10):
+        c = rng.uniform(0, 1, N_COEFFICIENTS)
+        if not in_domain(c)[0]:
+            continue
+        pose = np.concatenate([rng.uniform(-0.3, 0.3, 3), rng.uniform(-0.05, 0.05, 2), [1.0]])
+        kp = rig.keypoints(c[None], pose[None])[0]
+        t0 = time.perf_counter()
+        res = fit.fit(kp, warm_start=False)
+        cold.append(time.perf_counter() - t0)
+        errors.append(float(np.abs(res.coeffs - c).max()))
+        nudged = c.copy()
+        nudged[0] = min(1.0, nudged[0] + 0.05)  # the next video frame: a small change
+        kp2 = rig.keypoints(nudged[None], (pose + 0.01)[None])[0]
+        t0 = time.perf_counter()
+        fit.fit(kp2, warm_start=True)
+        warm.append(time.perf_counter() - t0)
+    return {
+        "benchmark": "rig",
+        "avatar": avatar.name,
+        "crop_size": size,
+        "rig_build_ms": round(build_s * 1e3, 2),
+        "keypoints_us_per_frame": per_frame,
+        "retarget_ms_cold": round(float(np.median(cold)) * 1e3, 2),
+        "retarget_ms_warm": round(float(np.median(warm)) * 1e3, 2),
+        "retarget_max_coeff_error": round(max(errors), 5),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "numpy": np.__version__},
+    }
