@@ -205,10 +205,6 @@ def _lip_contours() -> dict[str, tuple[int, ...]]:
     }
 
 
-def _all_lip_vertices() -> list[int]:
-    return sorted({i for group in _lip_contours().values() for i in group})
-
-
 def _eye_pins() -> dict[int, np.ndarray]:
     ids = set(T.RIGHT_EYE_UPPER + T.RIGHT_EYE_LOWER + T.LEFT_EYE_UPPER + T.LEFT_EYE_LOWER)
     return {i: np.zeros(3) for i in ids}
@@ -448,7 +444,7 @@ def field_press(q: np.ndarray, mouth: _Mouth, side: float) -> np.ndarray:
     red of the lips narrows, FACS AU24), weighted by λ of that side (``press_weights``); skin
     within 0.1 IOD follows. The closing of any gap is the closure term (``closure_fields``).
     """
-    lam = smoothstep(-0.6, 0.6, mouth.lateral(q, side))
+    lam = press_weights(q, mouth)[0 if side > 0 else 1]
     anchors: dict[int, np.ndarray] = {}
     for outer, inner in ((T.LIPS_OUTER_UPPER, T.LIPS_INNER_UPPER),
                          (T.LIPS_OUTER_LOWER, T.LIPS_INNER_LOWER)):
