@@ -1,0 +1,1 @@
+"""Speech corpora and forced alignment for training and evaluating the lip-sync models."""
