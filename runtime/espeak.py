@@ -18,8 +18,9 @@ the first sample after its closure silence, i.e. at the release burst. Consequen
 
 Pauses: espeak-ng reports pauses (between clauses, sentences, at the end) as phoneme events with
 an empty name. They bound the previous phone's interval but are not returned, so a pause shows
-up as a gap between consecutive phones. Short word gaps (about 10 ms) carry no event and stay
-inside the previous phone.
+up as a gap between consecutive phones. Language-switch markers (``(en)`` ... ``(fr)`` around a
+word a voice speaks with another language's rules, 7 ms each) are treated the same way. Short
+word gaps (about 10 ms) carry no event and stay inside the previous phone.
 
 libespeak-ng keeps global state, so every call into it is serialised by one module-level lock;
 the library is initialised lazily on first use, once per process.
@@ -31,6 +32,7 @@ import ctypes
 import ctypes.util
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -177,6 +179,7 @@ class _Engine:
         self.sample_rate = int(rate)
         self.chunks: list[bytes] = []
         self.events: list[tuple[int, str]] = []
+        self.failed = False
         self.callback = _SynthCallback(self._on_synth)  # referenced here: never collected
         lib.espeak_SetSynthCallback(self.callback)
 
@@ -186,9 +189,8 @@ class _Engine:
         self._read_voices()
         if not self.voices:
             raise EspeakError("espeak-ng lists no voices; install espeak-ng-data")
-        self.variants = {  # lower-case -> file name in espeak-ng-data/voices/!v
-            v.lower(): v for v, _, _ in self._list(b"variant")
-        }
+        variants = [ident.rsplit("/", 1)[-1] for ident, _, _ in self._list(b"variant")]
+        self.variants = {v.lower(): v for v in variants}  # lower-case -> file name in !v/
 
     def _list(self, language: bytes | None) -> list[tuple[str, str, list[tuple[int, str]]]]:
         """(identifier, name, [(priority, language)]) of espeak_ListVoices, in its order."""
@@ -209,8 +211,6 @@ class _Engine:
                 langs.append((priority, code.decode("utf-8", "replace").lower()))
                 p += len(code) + 2
             ident = (v.identifier or b"").decode("utf-8", "replace")
-            if language is not None:  # variants are listed as "!v/f3": keep the file name
-                ident = ident.rsplit("/", 1)[-1]
             out.append((ident, (v.name or b"").decode("utf-8", "replace").strip(), langs))
             i += 1
         return out
@@ -230,13 +230,12 @@ class _Engine:
             for priority, c in langs:
                 if c not in best or priority < best[c][0]:
                     best[c] = (priority, ident)
-            self.resolve[key] = ident
         for code, (_, ident) in best.items():
             self.resolve.setdefault(code, ident)
         for key, ident in zip(self.voices, (t[0] for t in table)):
             self.resolve[key] = ident  # a listed key always means its own voice
 
-    def _on_synth(self, wav, n: int, events) -> int:  # type: ignore[no-untyped-def]
+    def _on_synth(self, wav: Any, n: int, events: Any) -> int:
         try:
             if wav and n > 0:
                 self.chunks.append(ctypes.string_at(wav, 2 * n))
@@ -250,7 +249,7 @@ class _Engine:
                         self.events.append((int(e.sample), symbol))
                     i += 1
         except Exception:  # never let an exception unwind into C; abort synthesis instead
-            self.events.append((-1, "\0error"))
+            self.failed = True
             return 1
         return 0
 
@@ -308,6 +307,11 @@ def _resolve_voice(engine: _Engine, voice: str) -> bytes:
     return ident.encode("utf-8")
 
 
+def _is_marker(symbol: str) -> bool:
+    """Language-switch markers such as ``(en)``, reported as phonemes around foreign words."""
+    return symbol.startswith("(") and symbol.endswith(")")
+
+
 def synthesize(
     text: str,
     voice: str = "en-us",
@@ -350,19 +354,19 @@ def synthesize(
             raise EspeakError(f"espeak_SetVoiceByName({name.decode()!r}) failed")
         lib.espeak_SetParameter(_PARAM_RATE, int(rate_wpm), 0)
         lib.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
-        engine.chunks, engine.events = [], []
+        engine.chunks, engine.events, engine.failed = [], [], False
         try:
             status = lib.espeak_Synth(
                 data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
             )
             lib.espeak_Synchronize()
-            chunks, events = engine.chunks, engine.events
+            chunks, events, failed = engine.chunks, engine.events, engine.failed
         finally:
             engine.chunks, engine.events = [], []
         sample_rate = engine.sample_rate
     if status != _EE_OK:
         raise EspeakError(f"espeak_Synth failed with status {status}")
-    if any(s < 0 for s, _ in events):
+    if failed:
         raise EspeakError("reading espeak-ng's synthesis callback failed; synthesis aborted")
 
     pcm = np.frombuffer(b"".join(chunks), dtype=np.int16)
@@ -374,6 +378,6 @@ def synthesize(
     for i, (sample, symbol) in enumerate(events):
         start = min(max(sample, 0), n)
         end = min(max(events[i + 1][0], 0), n) if i + 1 < len(events) else n
-        if symbol and end > start:
+        if symbol and end > start and not _is_marker(symbol):
             phones.append(Phone(symbol, start / sample_rate, end / sample_rate))
     return Synthesis(audio=audio, sample_rate=sample_rate, phones=phones)
