@@ -176,11 +176,14 @@ def resample_to_fps(coeffs: np.ndarray, fps: float, n_video_frames: int | None =
 
     Video frame n shows the mouth for the middle of its audio slice, time (n + 0.5) / fps;
     coefficient frame k is at ``frame_time_s(k)``; before the first and after the last frame
-    the nearest value holds. F defaults to the frames the audio covers: floor(T · 10 ms · fps).
+    the nearest value holds. F defaults to the video frames of the audio the T feature windows
+    span: floor(((T − 1) · 10 ms + 25 ms) · fps); pass the exact count from the sample count
+    (floor(N / (sample_rate / fps))) where it is known.
     """
     c = np.asarray(coeffs, dtype=np.float32)
     if n_video_frames is None:
-        n_video_frames = int(np.floor(len(c) * HOP_SECONDS * fps + 1e-9))
+        span_s = (len(c) - 1) * HOP_SECONDS + WINDOW_SECONDS if len(c) else 0.0
+        n_video_frames = int(np.floor(span_s * fps + 1e-9))
     if len(c) == 0:
         return np.zeros((n_video_frames, c.shape[1] if c.ndim == 2 else 0), np.float32)
     t = (np.arange(n_video_frames) + 0.5) / fps

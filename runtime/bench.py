@@ -76,3 +76,45 @@ def bench_rig(avatar_name: str = "default", size: int = 256, seed: int = 0) -> d
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "numpy": np.__version__},
     }
+
+
+def bench_motion(seconds: float = 30.0) -> dict[str, Any]:
+    """Motion-model compute on CPU: milliseconds per second of audio, streaming in 20-ms chunks
+    (the serving path) and offline, on espeak-ng speech (median of 3 runs each)."""
+    from engines.audio import CHUNK_SAMPLES, SAMPLE_RATE
+    from engines.features import StreamingLogMel
+    from engines.motion import MotionEngine
+    from runtime.audio_io import resample
+    from runtime.espeak import synthesize
+
+    text = ("Please say your name after the tone, then press the pound key. "
+            "Thank you for calling; your call is important to us. ") * 8
+    syn = synthesize(text, voice="en-us", rate_wpm=170)
+    audio = resample(syn.audio, syn.sample_rate, SAMPLE_RATE)
+    audio = np.resize(audio, int(seconds * SAMPLE_RATE)).astype(np.float32)
+    engine = MotionEngine()
+    duration = audio.size / SAMPLE_RATE
+
+    def streaming() -> None:
+        s = engine.stream()
+        for i in range(0, audio.size, CHUNK_SAMPLES):
+            s.push(audio[i:i + CHUNK_SAMPLES])
+        s.finish()
+
+    def features_only() -> None:
+        f = StreamingLogMel()
+        for i in range(0, audio.size, CHUNK_SAMPLES):
+            f.push(audio[i:i + CHUNK_SAMPLES])
+
+    return {
+        "benchmark": "motion",
+        "audio_seconds": round(duration, 2),
+        "chunk_ms": 20,
+        "streaming_ms_per_audio_s": round(_median_s(streaming, 3) / duration * 1e3, 3),
+        "features_ms_per_audio_s": round(_median_s(features_only, 3) / duration * 1e3, 3),
+        "offline_ms_per_audio_s": round(
+            _median_s(lambda: engine.offline(audio), 3) / duration * 1e3, 3),
+        "lookahead_ms": engine.lookahead_ms,
+        "threads": 1,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }

@@ -5,7 +5,8 @@ Subcommands (each prints a one-line reason and exits non-zero on bad input):
 * ``facecast enroll IMAGE --name NAME [--consent TEXT] [--out DIR] [--largest] [--force]``
 * ``facecast rig-preview --avatar NAME --out preview.png [--size 256]``
 * ``facecast avatar-info NAME`` — validate a bundle and print its metadata as JSON
-* ``facecast bench rig [--json]`` — rig and retargeting speed, as JSON
+* ``facecast bench rig|motion [--json]`` — rig/retargeting or motion-model speed, as JSON
+* ``facecast eval lipsync [--json] [--plot out.png]`` — lip-sync figures on held-out speech
 """
 
 from __future__ import annotations
@@ -67,9 +68,24 @@ def _cmd_avatar_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from runtime.bench import bench_rig
+    from runtime.bench import bench_motion, bench_rig
 
-    result = bench_rig(args.avatar)
+    result = bench_rig(args.avatar) if args.what == "rig" else bench_motion()
+    print(json.dumps(result, indent=None if args.json else 2))
+    return EXIT_OK
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runtime import lipsync_eval
+
+    data = Path(args.data)
+    model = Path(args.model) if args.model else None
+    if args.plot:
+        print(f"wrote {lipsync_eval.plot(data, Path(args.plot), model, args.prompt)}")
+        return EXIT_OK
+    result = lipsync_eval.evaluate(data, model, args.avatar)
     print(json.dumps(result, indent=None if args.json else 2))
     return EXIT_OK
 
@@ -101,10 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_rig_preview)
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("what", choices=("rig",), help="what to measure")
+    p.add_argument("what", choices=("rig", "motion"), help="what to measure")
     p.add_argument("--avatar", default="default")
     p.add_argument("--json", action="store_true", help="one line of JSON")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("eval", help="quality figures that print JSON")
+    p.add_argument("what", choices=("lipsync",), help="what to evaluate")
+    p.add_argument("--data", default="data/speech",
+                   help="speech corpus from tools/prepare_speech.py (default data/speech)")
+    p.add_argument("--model", default=None, help="motion ONNX file (default: the bundled one)")
+    p.add_argument("--avatar", default="default", help="avatar whose rig judges the mouth")
+    p.add_argument("--plot", default=None, help="draw one held-out prompt to this PNG instead")
+    p.add_argument("--prompt", default=None, help="with --plot: which held-out prompt")
+    p.add_argument("--json", action="store_true", help="one line of JSON")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("avatar-info", help="validate an avatar bundle and print its metadata")
     p.add_argument("avatar", help="avatar name or bundle folder")
@@ -119,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except (BundleError, ValueError, OSError) as exc:  # EnrollError is a ValueError
+    except (BundleError, ValueError, OSError, KeyError) as exc:  # EnrollError: ValueError
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"facecast {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT

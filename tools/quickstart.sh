@@ -18,7 +18,7 @@ cd "$root"
 venv="${FACECAST_VENV:-$root/.venv}"
 
 # Debian/Ubuntu packages the project needs (grows as features arrive).
-apt_packages=(python3-venv)
+apt_packages=(python3-venv libespeak-ng1 espeak-ng-data asterisk-core-sounds-en-g722)
 
 log() { printf '[quickstart] %s\n' "$*" >&2; }
 
@@ -46,9 +46,10 @@ ensure_system_packages() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   # python3-venv only matters for Debian's own python3; a pyenv/python.org build has ensurepip.
-  if [ "${#missing[@]}" -gt 0 ] && [ "${missing[*]}" = "python3-venv" ] \
-      && "$py" -c 'import ensurepip, venv' 2>/dev/null; then
-    return 0
+  if "$py" -c 'import ensurepip, venv' 2>/dev/null; then
+    local keep=()
+    for p in "${missing[@]}"; do [ "$p" = python3-venv ] || keep+=("$p"); done
+    missing=("${keep[@]}")
   fi
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing system packages: ${missing[*]}"
@@ -64,15 +65,22 @@ ensure_venv() {
   fi
   local stamp="$venv/.facecast-installed" want
   want="$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c 'import avatars' 2>/dev/null; then
+  [ "$mode" = test ] && want="$want-torch"
+  if [ -f "$stamp" ] && grep -qx -- "$want" "$stamp" && "$venv/bin/python" -c 'import avatars' 2>/dev/null; then
     return 0
   fi
+  local base="${want%-torch}"
   log "installing pinned Python packages (requirements.lock)"
   local pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
   "${pip[@]}" install -r requirements.lock
   "${pip[@]}" install --no-deps "mediapipe==0.10.21"
   "${pip[@]}" install --no-deps --no-build-isolation -e .
-  echo "$want" > "$stamp"
+  echo "$base" > "$stamp"
+  if [ "$mode" = test ]; then
+    # training code is tested too (a tiny run): torch, CPU build, training/export only
+    "${pip[@]}" install "torch==2.13.0"
+    echo "$base-torch" >> "$stamp"
+  fi
 }
 
 py="$(pick_python)"
