@@ -7,7 +7,8 @@ default avatar, as a viewer would see it:
 
 * ``bilabial_closure``: share of /p b m/ phones during which the inner-lip gap falls under 2% of
   the inter-ocular distance (IOD) at some frame of the phone (±20 ms).
-* ``silence_closed``: share of frames more than 150 ms inside silence with the gap under 2% IOD.
+* ``silence_closed``: share of frames more than 150 ms inside silence with the gap under 2% IOD
+  (each utterance is scored with 0.5 s of quiet-room noise before and after, ``with_pauses``).
 * ``open_vowel``: share of open-vowel phones (visemes aa and oh) whose jawOpen peak (±30 ms)
   exceeds 0.3.
 * ``jaw_corr``: Pearson correlation of predicted and target jawOpen over all frames.
@@ -50,6 +51,22 @@ class Utterance:
     name: str
     audio: np.ndarray
     phones: list[tuple[str, float, float]]
+
+
+PAUSE_S = 0.5
+PAUSE_DBFS = -65.0
+
+
+def with_pauses(u: Utterance, seed: int = 0) -> Utterance:
+    """The utterance with ``PAUSE_S`` of quiet-room noise (``PAUSE_DBFS`` RMS) before and after:
+    the asterisk prompts are trimmed to their speech, so without this they hold almost no
+    silence to judge ``silence_closed`` on."""
+    rng = np.random.default_rng(seed)
+    n = int(PAUSE_S * SAMPLE_RATE)
+    pad = (rng.standard_normal(n) * 10 ** (PAUSE_DBFS / 20)).astype(np.float32)
+    audio = np.concatenate([pad, u.audio, pad[::-1]])
+    phones = [(s, a + PAUSE_S, b + PAUSE_S) for s, a, b in u.phones]
+    return Utterance(u.name, audio, phones)
 
 
 def load_split(data: Path, split: str) -> list[Utterance]:
@@ -131,6 +148,35 @@ def score(utterances: list[Utterance], predict, rig: Rig, with_visemes: bool = T
     return out
 
 
+NON_SPEECH_SECONDS = 10.0
+
+
+def non_speech(engine: MotionEngine, rig: Rig, seed: int = 0) -> dict:
+    """How the model behaves without speech: for silence, white and pink noise and synthetic
+    music (10 s each), the share of frames with the mouth open (gap ≥ 2% IOD), jawOpen mean and
+    max, and mean voice-activity probability. A good model keeps the mouth shut (no chatter)."""
+    from runtime.signals import at_level, pink_noise, synthetic_music
+
+    rng = np.random.default_rng(seed)
+    n = int(NON_SPEECH_SECONDS * SAMPLE_RATE)
+    signals = {
+        "silence": np.zeros(n, np.float32),
+        "white_noise_-30dBFS": at_level(rng.standard_normal(n), -30),
+        "pink_noise_-20dBFS": at_level(pink_noise(rng, n), -20),
+        "music_-20dBFS": at_level(synthetic_music(rng, n), -20),
+        "music_-10dBFS": at_level(synthetic_music(rng, n), -10),
+    }
+    out = {}
+    for name, audio in signals.items():
+        track = engine.offline(audio)
+        gap = lip_gap_iod(rig, track.coeffs)
+        out[name] = {"open_frames": round(float((gap >= CLOSED_IOD).mean()), 4),
+                     "jaw_mean": round(float(track.coeffs[:, JAW].mean()), 4),
+                     "jaw_max": round(float(track.coeffs[:, JAW].max()), 4),
+                     "vad_mean": round(float(track.vad.mean()), 4)}
+    return out
+
+
 def evaluate(data: Path, model_path: Path | None = None, avatar: str = "default") -> dict:
     """All figures as a JSON-ready dict (model and baseline, per held-out split)."""
     engine = MotionEngine(model_path) if model_path else MotionEngine()
@@ -146,11 +192,12 @@ def evaluate(data: Path, model_path: Path | None = None, avatar: str = "default"
     result: dict = {"lookahead_ms": engine.lookahead_ms, "closed_threshold_iod": CLOSED_IOD,
                     "avatar": avatar}
     for split in ("heldout", "heldout_voice"):
-        utts = load_split(data, split)
+        utts = [with_pauses(u, i) for i, u in enumerate(load_split(data, split))]
         if not utts:
             continue
         result[split] = {"model": score(utts, model_predict, rig),
                          "energy_baseline": score(utts, baseline_predict, rig, False)}
+    result["non_speech"] = non_speech(engine, rig)
     return result
 
 

@@ -65,6 +65,9 @@ def test_eval_lipsync_json(corpus: Path) -> None:
         assert 0.0 <= model["viseme_accuracy"] <= 1.0
     # a trained model tracks the jaw on real held-out speech
     assert result["heldout"]["model"]["jaw_corr"] > 0.5
+    # and keeps the mouth shut without speech
+    assert result["non_speech"]["silence"]["open_frames"] == 0.0
+    assert set(result["non_speech"]) >= {"white_noise_-30dBFS", "music_-20dBFS"}
 
 
 def test_eval_plot_and_missing_corpus(corpus: Path, tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from engines.audio import FEATURE_RATE_HZ, HOP_LENGTH, SAMPLE_RATE, WINDOW_SECONDS  # noqa: E402
 from engines.features import log_mel, n_frames  # noqa: E402
 from engines.motion_model import CONTEXT_FRAMES, MotionDims, MotionModel  # noqa: E402
+from runtime.signals import pink_noise, synthetic_music  # noqa: E402
 from engines.visemes import (  # noqa: E402
     MOTION_COEFFICIENTS,
     VISEME_INDEX,
@@ -92,33 +93,6 @@ def load_corpus(data: Path, splits: tuple[str, ...]) -> list[Utterance]:
     return out
 
 
-def _pink(rng: np.random.Generator, n: int) -> np.ndarray:
-    spec = np.fft.rfft(rng.standard_normal(n))
-    spec /= np.sqrt(np.maximum(np.arange(spec.size), 1.0))
-    x = np.fft.irfft(spec, n)
-    return x / (np.std(x) + 1e-9)
-
-
-def synthetic_music(rng: np.random.Generator, n: int) -> np.ndarray:
-    """A few seconds of random harmonic notes (3–6 partials, 80–900 Hz) with attack/decay
-    envelopes and a chord underneath: a stand-in for background music."""
-    t = np.arange(n) / SAMPLE_RATE
-    x = np.zeros(n)
-    pos = 0
-    while pos < n:
-        length = int(rng.uniform(0.1, 0.6) * SAMPLE_RATE)
-        f0 = 80.0 * 2 ** rng.uniform(0, 3.5)
-        seg = slice(pos, min(n, pos + length))
-        tt = t[seg] - t[pos]
-        env = np.exp(-tt * rng.uniform(2, 10)) * np.minimum(1.0, tt / 0.01)
-        for k in range(1, rng.integers(3, 7)):
-            x[seg] += env * np.sin(2 * np.pi * f0 * k * tt) / k
-        pos += length
-    chord = sum(np.sin(2 * np.pi * 110.0 * 2 ** (s / 12) * t) for s in (0, 4, 7))
-    x += 0.3 * chord
-    return x / (np.std(x) + 1e-9)
-
-
 def reverb(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     """Convolve with an exponentially decaying noise impulse response, RT60 0.1–0.7 s."""
     from scipy.signal import fftconvolve
@@ -153,7 +127,7 @@ def augment(rng: np.random.Generator, x: np.ndarray, babble: np.ndarray) -> np.n
         x = reverb(rng, x)
     if rng.random() < 0.6:
         kind = rng.integers(3)
-        noise = (rng.standard_normal(x.size) if kind == 0 else _pink(rng, x.size) if kind == 1
+        noise = (rng.standard_normal(x.size) if kind == 0 else pink_noise(rng, x.size) if kind == 1
                  else babble[: x.size] / (np.std(babble[: x.size]) + 1e-9))
         snr_db = rng.uniform(0, 30)
         x = x + noise * np.std(x) / (10 ** (snr_db / 20) + 1e-9)
@@ -195,7 +169,7 @@ def make_batch(rng: np.random.Generator, corpus: list[Utterance], batch: int,
         c[:m], v[:m], s[:m] = u.coeffs[start_frame:start_frame + m], \
             u.visemes[start_frame:start_frame + m], u.speech[start_frame:start_frame + m]
         if rng.random() < negatives_p:  # noise or music only: the mouth must stay shut
-            a = (synthetic_music(rng, a.size) if rng.random() < 0.5 else _pink(rng, a.size))
+            a = (synthetic_music(rng, a.size) if rng.random() < 0.5 else pink_noise(rng, a.size))
             a = (a * 10 ** (rng.uniform(-30, -6) / 20)).astype(np.float32)
             c[:] = 0.0
             c[:, MOTION_COEFFICIENTS.index("mouthClose")] = 1.0
@@ -209,8 +183,8 @@ def make_batch(rng: np.random.Generator, corpus: list[Utterance], batch: int,
         coeffs.append(c)
         vis.append(v)
         speech.append(s)
-    return {"feats": torch.from_numpy(np.stack(feats)), "coeffs": torch.from_numpy(np.stack(coeffs)),
-            "visemes": torch.from_numpy(np.stack(vis)), "speech": torch.from_numpy(np.stack(speech))}
+    return {name: torch.from_numpy(np.stack(values)) for name, values in
+            (("feats", feats), ("coeffs", coeffs), ("visemes", vis), ("speech", speech))}
 
 
 def loss_fn(model: MotionModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
