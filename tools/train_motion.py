@@ -188,8 +188,8 @@ def make_batch(rng: np.random.Generator, corpus: list[Utterance], batch: int,
 
 
 def loss_fn(model: MotionModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    """Weighted L1 on coefficients + BCE on voice activity + 0.2 × viseme cross-entropy, with
-    the output at step t compared to the target at frame t − D."""
+    """Weighted binary cross-entropy on coefficients (soft targets) + BCE on voice activity +
+    0.2 × viseme cross-entropy, with the output at step t compared to the target at frame t − D."""
     d = model.dims.delay_frames
     h0 = model.initial_state(batch["feats"].shape[0])
     coeffs, vad, visemes, _ = model(batch["feats"], h0)
@@ -201,7 +201,12 @@ def loss_fn(model: MotionModel, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     lips = torch.tensor([n in ("jawOpen", "mouthClose") for n in MOTION_COEFFICIENTS])
     bilabial = (tgt_v == VISEME_INDEX["PP"]).float()[..., None]  # [B, T, 1]
     w = w * (1.0 + (BILABIAL_WEIGHT - 1.0) * bilabial * lips)
-    l_coeff = ((coeffs - tgt_c).abs() * w).mean()
+    # binary cross-entropy against the soft targets: its gradient with respect to the logit is
+    # (prediction − target) whatever the saturation, so rarely-active coefficients (funnel,
+    # pucker) cannot die at 0 the way they do under L1 through a sigmoid
+    bce = nn.functional.binary_cross_entropy(coeffs.clamp(1e-6, 1 - 1e-6), tgt_c,
+                                             reduction="none")
+    l_coeff = (bce * w).mean()
     l_vad = nn.functional.binary_cross_entropy_with_logits(vad, tgt_s)
     l_vis = nn.functional.cross_entropy(visemes.reshape(-1, visemes.shape[-1]), tgt_v.reshape(-1))
     total = l_coeff + 0.5 * l_vad + 0.2 * l_vis
