@@ -25,6 +25,8 @@ from engines.visemes import MOTION_COEFFICIENTS
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "motion.onnx"
 CONTEXT_FRAMES = 2
+"""Feature frames of left context the first convolution needs (kernel 3, valid padding).
+At a stream's start they are silence-floor frames."""
 _FLOOR = np.float32(np.log10(LOG_FLOOR))
 
 

@@ -24,11 +24,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from engines.audio import FEATURE_RATE_HZ, HOP_SECONDS, N_MELS, WINDOW_SECONDS
+from engines.audio import HOP_SECONDS, N_MELS, WINDOW_SECONDS
+from engines.motion import CONTEXT_FRAMES  # noqa: F401  (re-exported for training)
 from engines.visemes import MOTION_COEFFICIENTS, VISEMES
 
-CONTEXT_FRAMES = 2
-"""Feature frames of left context the first convolution needs (kernel 3, valid padding)."""
 
 
 @dataclass(frozen=True)
@@ -97,16 +96,3 @@ class MotionModel(nn.Module):
         vad = self.vad_head(y).squeeze(-1)
         visemes = self.viseme_head(y)
         return coeffs, vad, visemes, h_next
-
-
-def pad_context(feats: torch.Tensor) -> torch.Tensor:
-    """Prepend the start-of-stream context (2 frames of silence-floor features): [B, T, 80] →
-    [B, T + 2, 80]. The floor value equals what ``engines.features.log_mel`` gives digital
-    silence, so a stream started with silence and an offline pass agree."""
-    from engines.audio import LOG_FLOOR
-
-    floor = torch.full_like(feats[:, :CONTEXT_FRAMES], float(torch.log10(torch.tensor(LOG_FLOOR))))
-    return torch.cat([floor, feats], dim=1)
-
-
-FRAME_RATE_HZ = FEATURE_RATE_HZ
