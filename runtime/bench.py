@@ -1,4 +1,5 @@
-"""``facecast bench rig``: how fast the rig and retargeting run, printed as JSON.
+"""``facecast bench rig|motion|renderer``: how fast the rig, the motion model and the renderer run,
+printed as JSON.
 
 Timings are medians over repeats with ``time.perf_counter``; on a shared machine compare ratios
 taken in one run rather than absolute figures across runs.
@@ -44,7 +45,8 @@ def bench_rig(avatar_name: str = "default", size: int = 256, seed: int = 0) -> d
         c = rng.uniform(0, 1, (batch, N_COEFFICIENTS))
         p = np.tile(NEUTRAL_POSE, (batch, 1))
         p[:, :3] = rng.uniform(-0.3, 0.3, (batch, 3))
-        per_frame[str(batch)] = round(_median_s(lambda: rig.keypoints(c, p), 50) / batch * 1e6, 1)
+        per_frame[str(batch)] = round(
+            _median_s(lambda c=c, p=p: rig.keypoints(c, p), 50) / batch * 1e6, 1)
 
     fit = Retargeter(avatar.crop_landmarks(size), size)
     cold, warm, errors = [], [], []
@@ -116,5 +118,58 @@ def bench_motion(seconds: float = 30.0) -> dict[str, Any]:
             _median_s(lambda: engine.offline(audio), 3) / duration * 1e3, 3),
         "lookahead_ms": engine.lookahead_ms,
         "threads": 1,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+
+
+def bench_renderer(backend: str = "onnxruntime", size: int = 256, batch: int = 1,
+                   seconds: float = 5.0, warmup: int = 5, avatar: str = "default",
+                   threads: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Warm ``NeuralRenderer.render`` calls on driving keypoints of random rig poses.
+
+    After ``warmup`` calls, calls are timed (``time.perf_counter``) until ``seconds`` have passed
+    (at least 3 calls). Returns a JSON-ready dict: ``median_ms_per_frame`` and
+    ``p95_ms_per_frame`` (per-call time / batch), ``fps`` (batch / median call time), ``batch``,
+    ``size``, ``backend`` (the backend actually used), ``calls``, ``threads`` (ONNX Runtime
+    intra-op threads asked for; null = its default) and the machine's CPU count.
+    Raises ValueError for a bad size/backend/batch.
+    """
+    from avatars.expressions import sample_coefficients, sample_pose
+    from engines.renderer import NeuralRenderer
+
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    av = avatars.load(avatar)
+    renderer = NeuralRenderer(size, backend, threads=threads)
+    source = renderer.prepare(av)
+    rig = Rig.for_avatar(av, size)
+    rng = np.random.default_rng(seed)
+    pool = 16
+    coeffs = np.stack([sample_coefficients(rng) for _ in range(pool * batch)])
+    poses = np.stack([sample_pose(rng) for _ in range(pool * batch)])
+    driving = rig.keypoints(coeffs, poses).reshape(pool, batch, -1, 2)
+    for i in range(warmup):
+        renderer.render(source, driving[i % pool])
+    times: list[float] = []
+    t_end = time.perf_counter() + seconds
+    while len(times) < 3 or time.perf_counter() < t_end:
+        kp = driving[len(times) % pool]
+        t0 = time.perf_counter()
+        renderer.render(source, kp)
+        times.append(time.perf_counter() - t0)
+    t = np.asarray(times)
+    median = float(np.median(t))
+    return {
+        "benchmark": "renderer",
+        "avatar": av.name,
+        "backend": renderer.backend,
+        "size": size,
+        "batch": batch,
+        "calls": len(times),
+        "median_ms_per_frame": round(median / batch * 1e3, 3),
+        "p95_ms_per_frame": round(float(np.percentile(t, 95)) / batch * 1e3, 3),
+        "fps": round(batch / median, 2),
+        "threads": threads,
+        "cpus": os.cpu_count(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }

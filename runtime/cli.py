@@ -6,20 +6,29 @@ Subcommands (each prints a one-line reason and exits non-zero on bad input):
 * ``facecast rig-preview --avatar NAME --out preview.png [--size 256]``
 * ``facecast avatar-info NAME`` — validate a bundle and print its metadata as JSON
 * ``facecast bench rig|motion [--json]`` — rig/retargeting or motion-model speed, as JSON
+* ``facecast bench renderer [--backend onnxruntime|cuda|tensorrt|torch|auto] [--size 256|512]
+  [--batch N] [--seconds S] [--threads T] [--json]`` — warm renderer speed, as JSON
 * ``facecast eval lipsync [--json] [--plot out.png]`` — lip-sync figures on held-out speech
+* ``facecast eval renderer [--avatar NAME] [--n 200] [--seed 0] [--size 256] [--backend ...]
+  [--sheet out.png] [--json]`` — renderer vs teacher judged by mediapipe, as JSON
+* ``facecast build-engines [ONNX ...] [--max-batch 64]`` — build TensorRT engines (FP16) for this
+  GPU, one JSON line per engine
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
+RENDER_BACKENDS = ("auto", "onnxruntime", "cuda", "tensorrt", "torch")
+"""``engines.renderer.BACKENDS`` (repeated so parsing imports no engine)."""
 
 
 def _quiet_native_logs() -> None:
@@ -67,16 +76,45 @@ def _cmd_avatar_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from runtime.bench import bench_motion, bench_rig
+@contextlib.contextmanager
+def _backend_errors_as_input_errors() -> Iterator[None]:
+    """A backend that cannot run here (no CUDA provider, no TensorRT plan, a plan from another
+    GPU: ``RuntimeError``) is the user's choice of ``--backend``: report it in one line."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise ValueError(str(exc) or type(exc).__name__) from exc
 
-    result = bench_rig(args.avatar) if args.what == "rig" else bench_motion()
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from runtime.bench import bench_motion, bench_renderer, bench_rig
+
+    if args.what == "renderer":
+        with _backend_errors_as_input_errors():
+            result = bench_renderer(args.backend or "onnxruntime", args.size, args.batch,
+                                    5.0 if args.seconds is None else args.seconds,
+                                    avatar=args.avatar, threads=args.threads)
+    elif args.what == "rig":
+        result = bench_rig(args.avatar)
+    else:
+        result = bench_motion()
     print(json.dumps(result, indent=None if args.json else 2))
     return EXIT_OK
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
+
+    if args.what == "renderer":
+        _quiet_native_logs()
+        from runtime import renderer_eval
+
+        with _backend_errors_as_input_errors():
+            result = renderer_eval.evaluate(args.avatar, args.n, args.seed, args.size,
+                                            args.backend or "auto",
+                                            Path(args.sheet) if args.sheet else None)
+        print(json.dumps(result, indent=None if args.json else 2))
+        return EXIT_OK
 
     from runtime import lipsync_eval
 
@@ -88,6 +126,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     result = lipsync_eval.evaluate(data, model, args.avatar)
     print(json.dumps(result, indent=None if args.json else 2))
     return EXIT_OK
+
+
+def _cmd_build_engines(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engines.tensorrt_build import build_engines_main
+
+    paths = [Path(p) for p in args.onnx] or sorted(
+        (Path(__file__).resolve().parents[1] / "engines" / "models").glob("*.onnx"))
+    return build_engines_main(paths, args.max_batch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,21 +165,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_rig_preview)
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("what", choices=("rig", "motion"), help="what to measure")
+    p.add_argument("what", choices=("rig", "motion", "renderer"), help="what to measure")
     p.add_argument("--avatar", default="default")
+    p.add_argument("--backend", default=None, choices=RENDER_BACKENDS,
+                   help="renderer: backend (default onnxruntime, i.e. CPU)")
+    p.add_argument("--size", type=int, default=256, choices=(256, 512),
+                   help="renderer: output crop side")
+    p.add_argument("--batch", type=int, default=1, help="renderer: frames per call")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="renderer: seconds of timed calls after warm-up (default 5)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="renderer: ONNX Runtime intra-op threads (default: its own choice)")
     p.add_argument("--json", action="store_true", help="one line of JSON")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("eval", help="quality figures that print JSON")
-    p.add_argument("what", choices=("lipsync",), help="what to evaluate")
+    p.add_argument("what", choices=("lipsync", "renderer"), help="what to evaluate")
     p.add_argument("--data", default="data/speech",
                    help="speech corpus from tools/prepare_speech.py (default data/speech)")
     p.add_argument("--model", default=None, help="motion ONNX file (default: the bundled one)")
-    p.add_argument("--avatar", default="default", help="avatar whose rig judges the mouth")
+    p.add_argument("--avatar", default="default",
+                   help="avatar whose rig judges the mouth (lipsync) or that is rendered")
     p.add_argument("--plot", default=None, help="draw one held-out prompt to this PNG instead")
     p.add_argument("--prompt", default=None, help="with --plot: which held-out prompt")
+    p.add_argument("--n", type=int, default=200, help="renderer: driving poses (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="renderer: seed of the driving poses")
+    p.add_argument("--size", type=int, default=256, choices=(256, 512),
+                   help="renderer: output crop side")
+    p.add_argument("--backend", default=None, choices=RENDER_BACKENDS,
+                   help="renderer: backend (default auto)")
+    p.add_argument("--sheet", default=None,
+                   help="renderer: also write a student/teacher contact sheet PNG here")
     p.add_argument("--json", action="store_true", help="one line of JSON")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("build-engines",
+                       help="build TensorRT engines (FP16) for this GPU; one JSON line per engine")
+    p.add_argument("onnx", nargs="*", help="ONNX files (default: engines/models/*.onnx)")
+    p.add_argument("--max-batch", type=int, default=64, help="largest batch of the engines")
+    p.set_defaults(func=_cmd_build_engines)
 
     p = sub.add_parser("avatar-info", help="validate an avatar bundle and print its metadata")
     p.add_argument("avatar", help="avatar name or bundle folder")
@@ -143,10 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facecast`` console script. Returns the process exit status."""
     args = build_parser().parse_args(argv)
     from avatars.bundle import BundleError
+    from engines.tensorrt_build import TensorRTUnavailable
 
     try:
         return int(args.func(args))
-    except (BundleError, ValueError, OSError, KeyError) as exc:  # EnrollError: ValueError
+    except (BundleError, ValueError, OSError, KeyError, TensorRTUnavailable) as exc:
+        # EnrollError is a ValueError; TensorRTUnavailable says how to install TensorRT
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"facecast {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import ROOT
@@ -72,3 +74,41 @@ def test_bench_rig_prints_json() -> None:
     assert result["benchmark"] == "rig"
     assert set(result["keypoints_us_per_frame"]) == {"1", "8", "64"}
     assert result["retarget_max_coeff_error"] < 0.05
+
+
+def test_bench_renderer_prints_one_json_line() -> None:
+    r = _facecast("bench", "renderer", "--json", "--seconds", "0.5", "--backend", "onnxruntime")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    for key in ("median_ms_per_frame", "p95_ms_per_frame", "fps", "batch", "size", "backend",
+                "calls", "threads", "cpus"):
+        assert key in out, key
+    assert out["backend"] == "onnxruntime-cpu" and out["batch"] == 1 and out["calls"] >= 3
+
+
+def test_eval_renderer_runs() -> None:
+    r = _facecast("eval", "renderer", "--n", "4", "--json", "--backend", "onnxruntime")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["frames"] == 4 and out["background_exact"] is True
+    assert {"student", "teacher", "psnr_neutral", "nme_gap"} <= set(out)
+
+
+def test_renderer_commands_refuse_bad_input() -> None:
+    r = _facecast("eval", "renderer", "--n", "0", "--json")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "n=0" in r.stderr
+    r = _facecast("bench", "renderer", "--batch", "0")
+    assert r.returncode == 1 and "batch" in r.stderr
+
+
+def test_build_engines_without_tensorrt_exits_1() -> None:
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here")
+    r = _facecast("build-engines")
+    assert r.returncode == 1
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TensorRT is not installed" in lines[0]

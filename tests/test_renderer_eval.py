@@ -1,0 +1,49 @@
+"""``facecast eval renderer`` (runtime.renderer_eval) on a tiny driving set: structure, not
+quality (the figures of a real run are reported by the command)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from avatars.rig import NEUTRAL_POSE
+from runtime.renderer_eval import SHEET_POSES, driving_set, evaluate, sheet_set
+
+
+def test_driving_set_is_seeded_and_starts_neutral() -> None:
+    c, p = driving_set(6, seed=3)
+    assert c.shape == (6, 19) and p.shape == (6, 6)
+    assert not c[0].any() and np.array_equal(p[0], NEUTRAL_POSE)
+    c2, p2 = driving_set(10, seed=3)
+    assert np.array_equal(c2[:6], c) and np.array_equal(p2[:6], p)  # prefix-stable
+    assert not np.array_equal(driving_set(6, seed=4)[1], p)
+    labels, sc, sp = sheet_set()
+    assert len(labels) == len(SHEET_POSES) == 16 and sc.shape == (16, 19) and sp.shape == (16, 6)
+
+
+def test_evaluate_reports_every_figure(tmp_path: Path) -> None:
+    sheet = tmp_path / "sheet.png"
+    r = evaluate("default", n=8, seed=0, size=256, backend="onnxruntime", sheet=sheet)
+    assert r["avatar"] == "default" and r["frames"] == 8 and r["size"] == 256
+    assert r["backend"] == "onnxruntime-cpu"
+    assert r["background_exact"] is True
+    for who in ("student", "teacher"):
+        s = r[who]
+        assert isinstance(s["faces_missing"], int) and 0 <= s["faces_missing"] <= 8
+        if s["faces_missing"] < 8:
+            assert isinstance(s["nme"], float) and s["nme"] >= 0.0
+            assert isinstance(s["nme_p95"], float) and s["nme_p95"] >= 0.0
+        mof = s["mouth_open_fidelity"]
+        assert set(mof) == {"mae_iod", "corr"}
+        assert mof["corr"] is None or -1.0 <= mof["corr"] <= 1.0
+    # the teacher reproduces the source exactly at neutral and its landmarks are found
+    assert r["teacher"]["faces_missing"] == 0 and r["teacher"]["nme"] < 0.06
+    assert r["psnr_neutral_teacher"] >= 60.0
+    assert isinstance(r["psnr_neutral"], float) and r["psnr_neutral"] > 0.0
+    assert r["nme_gap"] is None or isinstance(r["nme_gap"], float)
+    assert isinstance(r["seconds"], float)
+    img = np.asarray(Image.open(sheet))
+    assert img.shape == (8 * 256, 4 * 256, 3)
+    assert img[: 4 * 256].std() > 10 and img[4 * 256:].std() > 10

@@ -1,0 +1,182 @@
+"""Train the neural renderer on teacher pairs (``tools/renderer_data.py``).
+
+    python tools/train_renderer.py --out runs/renderer [--steps 3600] [--minutes 100] [--seed 0]
+
+Seeded and reproducible on one machine (one data worker with its own seeded generator; torch's
+CPU kernels are deterministic for these ops). On the 2-core reference machine a step at batch 12
+takes about 1.2 s, so the default run finishes well under two hours; ``--minutes`` stops early at
+a step boundary and still writes the checkpoint. Writes ``OUT/renderer.pt`` (keys ``dims``,
+``encoder``, ``renderer``, ``step``, ``portraits``) every ``--save-every`` steps and at the end,
+and ``OUT/log.jsonl`` with the losses. Export with ``tools/export_onnx.py``.
+
+Losses (all L1 unless stated): output frame vs teacher; backward displacement on the motion grid
+vs the teacher's flow (where the teacher shows the warped source); painted RGB vs teacher inside
+the teacher's mouth; blend mask vs teacher alpha (binary cross-entropy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engines.renderer_model import DISP_SCALE, RendererDims, build, normalise
+from tools import portraits as portrait_registry
+from tools.renderer_data import Face, make_sample, prepare_faces
+
+
+class TeacherPairs(torch.utils.data.IterableDataset):
+    """Endless stream of teacher pairs as tensors; seeded per worker."""
+
+    def __init__(self, faces: list[Face], size: int, seed: int):
+        super().__init__()
+        self.faces, self.size, self.seed = faces, size, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info is not None else 0
+        rng = np.random.default_rng([self.seed, wid])
+        while True:
+            face = self.faces[int(rng.integers(len(self.faces)))]
+            s = make_sample(face, rng, self.size)
+            yield {
+                "source": torch.from_numpy(s.source).permute(2, 0, 1),
+                "skp": torch.from_numpy(s.source_keypoints),
+                "dkp": torch.from_numpy(s.driving_keypoints),
+                "target": torch.from_numpy(s.target).permute(2, 0, 1),
+                "flow": torch.from_numpy(s.flow).permute(2, 0, 1),
+                "alpha": torch.from_numpy(s.alpha)[None],
+            }
+
+
+def training_portraits() -> list[tuple[str, np.ndarray]]:
+    """(name, uint8 RGB image) of every available portrait not held out for evaluation."""
+    out = []
+    for p in portrait_registry.available():
+        if not p.heldout:
+            out.append((p.name, portrait_registry.load_portrait(p)))
+    if not out:
+        raise SystemExit("no training portraits available (see tools/portraits.py)")
+    return out
+
+
+def losses(model_out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+           dims: RendererDims) -> dict[str, torch.Tensor]:
+    """Loss terms for one batch (see the module docstring)."""
+    g = dims.motion_grid
+    target = batch["target"]
+    alpha = batch["alpha"]
+    frame = (model_out["frames"] - target).abs().mean()
+    flow_n = normalise(batch["flow"].permute(0, 2, 3, 1), dims.size).permute(0, 3, 1, 2)
+    flow_g = F.adaptive_avg_pool2d(flow_n, g)
+    alpha_g = F.adaptive_avg_pool2d(alpha, g)
+    c = (torch.arange(g, dtype=torch.float32) + 0.5) / g * 2 - 1
+    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    base = torch.stack([xx, yy])[None]
+    disp_t = flow_g - base
+    w = 1.0 - alpha_g
+    flow = ((model_out["disp"] - disp_t).abs() * DISP_SCALE * w).mean()
+    n2 = 2 * g
+    alpha_2g = F.adaptive_avg_pool2d(alpha, n2)
+    target_2g = F.adaptive_avg_pool2d(target, n2)
+    inside = (alpha_2g > 0.5).float()
+    painted = ((model_out["painted"] - target_2g).abs() * inside).sum() / (3 * inside.sum() + 1)
+    mask = F.binary_cross_entropy(model_out["mask"].clamp(1e-4, 1 - 1e-4), alpha_2g)
+    total = frame + 0.5 * flow + 0.5 * painted + 0.1 * mask
+    return {"total": total, "frame": frame, "flow": flow, "painted": painted, "mask": mask}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/renderer")
+    ap.add_argument("--steps", type=int, default=3600)
+    ap.add_argument("--minutes", type=float, default=110.0, help="stop after this long")
+    ap.add_argument("--batch", type=int, default=12)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--save-every", type=int, default=200)
+    ap.add_argument("--small", action="store_true", help="tiny model (tests)")
+    ap.add_argument("--resume", default=None, help="checkpoint to continue from")
+    args = ap.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dims = RendererDims(size=args.size)
+    if args.small:
+        dims = RendererDims(size=args.size, motion_grid=32, feature_channels=4,
+                            unet_channels=(8, 8, 8), decoder_channels=4)
+    encoder, renderer = build(dims)
+    params = list(encoder.parameters()) + list(renderer.parameters())
+    opt = torch.optim.Adam(params, lr=args.lr)
+    start = 0
+    if args.resume:
+        ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
+        encoder.load_state_dict(ckpt["encoder"])
+        renderer.load_state_dict(ckpt["renderer"])
+        start = int(ckpt["step"])
+
+    portraits = training_portraits()
+    faces = prepare_faces(portraits)
+    print(f"training portraits: {[n for n, _ in portraits]} ({len(faces)} with mirrors)",
+          flush=True)
+    data = TeacherPairs(faces, args.size, args.seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=args.batch, num_workers=args.workers,
+                                         persistent_workers=args.workers > 0)
+
+    def lr_at(step: int) -> float:
+        warm = min(1.0, (step + 1) / 100)
+        return args.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+
+    def save(step: int) -> None:
+        ckpt = {"dims": dims.to_json(), "encoder": encoder.state_dict(),
+                "renderer": renderer.state_dict(), "step": step,
+                "portraits": [n for n, _ in portraits], "seed": args.seed}
+        tmp = out / "renderer.pt.tmp"
+        torch.save(ckpt, tmp)
+        tmp.replace(out / "renderer.pt")
+
+    t0 = time.monotonic()
+    step = start
+    with open(out / "log.jsonl", "a") as log:
+        for batch in loader:
+            if step >= args.steps or (time.monotonic() - t0) > args.minutes * 60:
+                break
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            source = batch["source"].float() / 255.0
+            result = renderer.forward_train(source, encoder(source), batch["skp"], batch["dkp"])
+            terms = losses(result, batch, dims)
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            if step % 20 == 0 or step == 1:
+                rec = {k: round(float(v), 5) for k, v in terms.items()}
+                rec.update(step=step, seconds=round(time.monotonic() - t0, 1), lr=lr_at(step))
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                print(json.dumps(rec), flush=True)
+            if step % args.save_every == 0:
+                save(step)
+    save(step)
+    print(f"saved {out / 'renderer.pt'} at step {step}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
