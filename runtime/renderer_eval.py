@@ -4,13 +4,15 @@ An independent judge (mediapipe Face Mesh, static image mode, refined, one face;
 enrollment uses) looks at full composited frames of the student (``engines.renderer``) and, as
 the reference ceiling, of the procedural teacher (``engines.teacher``) over a fixed, seeded set
 of driving poses: draw 0 is the neutral face (zero coefficients, ``NEUTRAL_POSE``), draws
-1 … n−1 come from ``avatars.expressions.sample_coefficients`` + ``sample_pose`` on
-``np.random.default_rng(seed)`` (so the set is prefix-stable in ``n``). Figures, per renderer:
+1 … n−1 come from ``avatars.expressions.sample_coefficients`` + ``sample_pose`` (a share
+``WIDE_SHARE`` of them over the full ±20° range) on ``np.random.default_rng(seed)`` (so the set
+is prefix-stable in ``n``). Figures, per renderer:
 
 * ``nme``: mean over frames with a detected face of the mean distance over the 478 points
   between the driving keypoints (crop pixels mapped into the full image) and the detected
   landmarks (x, y), divided by the avatar's inter-ocular distance (IOD) in image pixels;
-  ``nme_p95`` its 95th percentile over frames; ``faces_missing`` frames without a face.
+  ``nme_p95`` its 95th percentile over frames; ``nme_by_pose`` the mean over frames with a head
+  turn up to / over 10° (``moderate`` / ``wide``); ``faces_missing`` frames without a face.
 * ``mouth_open_fidelity``: inner-lip gap asked (driving keypoints) vs found (detected), as
   ``mae_iod`` (mean absolute difference / IOD) and ``corr`` (Pearson; null when undefined).
 
@@ -51,6 +53,12 @@ BATCH = 8
 """Student frames rendered per call."""
 PSNR_CAP_DB = 100.0
 """PSNR reported for an exact match (zero error)."""
+WIDE_SHARE = 0.3
+"""Share of evaluation draws whose head pose spans the full ±20° pitch/yaw, ±15° roll range
+(``avatars.expressions.POSE_LIMITS``); the rest stay within a quarter of it, as a talking head
+mostly does. ``nme_by_pose`` reports the two kinds apart."""
+WIDE_TURN_RAD = np.radians(10.0)
+"""Head turn (max |pitch|, |yaw|) above which a frame counts as ``wide`` in ``nme_by_pose``."""
 
 SHEET_POSES: tuple[tuple[str, dict[str, float], dict[str, float]], ...] = (
     # (label, coefficients by name, pose by name): the contact sheet's 16 tiles, chosen to cover
@@ -83,8 +91,19 @@ def driving_set(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     poses = np.tile(NEUTRAL_POSE, (n, 1))
     for i in range(1, n):
         coeffs[i] = sample_coefficients(rng)
-        poses[i] = sample_pose(rng)
+        poses[i] = sample_pose(rng, wide=WIDE_SHARE)
     return coeffs, poses
+
+
+def _nme_by_pose(results: list[tuple[float, float, float] | None], poses: np.ndarray,
+                 iod: float) -> dict[str, float | None]:
+    """Mean nme of frames whose head turn max(|pitch|, |yaw|) is ≤ / > ``WIDE_TURN_RAD``."""
+    turn = np.abs(poses[:, :2]).max(axis=1)
+    out: dict[str, float | None] = {}
+    for name, sel in (("moderate", turn <= WIDE_TURN_RAD), ("wide", turn > WIDE_TURN_RAD)):
+        vals = [r[0] / iod for r, s in zip(results, sel) if s and r is not None]
+        out[name] = round(float(np.mean(vals)), 5) if vals else None
+    return out
 
 
 def sheet_set() -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -207,6 +226,8 @@ def evaluate(avatar_name: str = "default", n: int = 200, seed: int = 0, size: in
 
     student = _summary(student_res, iod)
     teach = _summary(teacher_res, iod)
+    student["nme_by_pose"] = _nme_by_pose(student_res, poses, iod)
+    teach["nme_by_pose"] = _nme_by_pose(teacher_res, poses, iod)
     gap = (round(student["nme"] - teach["nme"], 5)
            if student["nme"] is not None and teach["nme"] is not None else None)
     result: dict[str, Any] = {

@@ -99,7 +99,9 @@ case "$mode" in
       --attribution "NASA, via scikit-image"
     log "drawing the rig preview"
     facecast rig-preview --avatar out/avatars/demo --out out/rig-preview.png
-    log "done: open out/rig-preview.png" ;;
+    log "rendering 16 poses with the neural renderer (and the teacher) on the enrolled avatar"
+    facecast eval renderer --avatar out/avatars/demo --n 16 --sheet out/renderer-sheet.png
+    log "done: open out/rig-preview.png and out/renderer-sheet.png" ;;
   test)
     exec python -m pytest -q ;;
 esac
