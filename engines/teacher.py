@@ -34,6 +34,7 @@ from scipy.spatial import Delaunay
 
 from avatars import topology as T
 from avatars.bundle import inter_ocular_distance
+from avatars.rig import inner_lip_gap
 
 BORDER_ANCHORS_PER_SIDE = 8
 """Fixed anchors per crop side (corners included once) that pin the crop border."""
@@ -269,16 +270,12 @@ def _lip_normal(upper: np.ndarray) -> np.ndarray:
     return normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
 
 
-def central_gap(keypoints: np.ndarray) -> float:
-    """Largest distance between the central inner-lip pairs (82/87, 13/14, 312/317), pixels."""
-    kp = np.asarray(keypoints, dtype=np.float64)
-    return float(max(np.linalg.norm(kp[u, :2] - kp[lo, :2]) for u, lo in T.CENTRAL_INNER_LIP_PAIRS))
-
-
 def open_weight(source_keypoints: np.ndarray, driving_keypoints: np.ndarray) -> float:
     """How much of the drawn mouth replaces the warped source, in [0, 1] (``OPEN_RAMP_IOD``)."""
     iod = inter_ocular_distance(np.asarray(source_keypoints)[:, :2])
-    growth = (central_gap(driving_keypoints) - central_gap(source_keypoints)) / iod
+    gaps = inner_lip_gap(np.stack([np.asarray(driving_keypoints, np.float64)[:, :2],
+                                   np.asarray(source_keypoints, np.float64)[:, :2]]))
+    growth = (gaps[0] - gaps[1]) / iod
     lo, hi = OPEN_RAMP_IOD
     return float(np.clip((growth - lo) / (hi - lo), 0.0, 1.0))
 
