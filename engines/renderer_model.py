@@ -207,6 +207,7 @@ class Renderer(nn.Module):
         self.register_buffer("anchors", anchors, persistent=False)
         self.register_buffer("grid_g", grid_centres(g), persistent=False)
         self.register_buffer("grid_2g", grid_centres(2 * g), persistent=False)
+        self.register_buffer("grid_r", grid_centres(dims.size), persistent=False)
         cin = 2 + 4 + 3 + f
         self.enc1 = nn.Sequential(_conv(cin, c1), _conv(c1, c1))
         self.enc2 = nn.Sequential(_conv(c1, c2, 2), _conv(c2, c2))
@@ -278,7 +279,7 @@ class Renderer(nn.Module):
 
         # Output at R.
         disp_r = F.interpolate(disp, size=(r, r), mode="bilinear", align_corners=False)
-        base_r = grid_centres(r).to(source).t().reshape(1, 2, r, r) if r != n2 else base_2g
+        base_r = self.grid_r.t().reshape(1, 2, r, r)
         warped = F.grid_sample(source, (base_r + disp_r).permute(0, 2, 3, 1), mode="bilinear",
                                padding_mode="border", align_corners=False)
         if r != n2:
@@ -319,4 +320,4 @@ def count_parameters(*modules: nn.Module) -> int:
 
 def to_tensor_image(image: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] RGB → float32 [1, 3, H, W] in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
