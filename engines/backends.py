@@ -99,6 +99,9 @@ class OrtBackend:
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = int(threads)
+        # Idle intra-op threads sleep instead of spin-waiting: the renderer shares the CPU with
+        # the compositor, the encoder and other sessions, and spinning threads starve them.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         self.device = device
         self.name = f"onnxruntime-{device}"

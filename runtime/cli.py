@@ -11,6 +11,10 @@ Subcommands (each prints a one-line reason and exits non-zero on bad input):
 * ``facecast eval lipsync [--json] [--plot out.png]`` — lip-sync figures on held-out speech
 * ``facecast eval renderer [--avatar NAME] [--n 200] [--seed 0] [--size 256] [--backend ...]
   [--sheet out.png] [--json]`` — renderer vs teacher judged by mediapipe, as JSON
+* ``facecast render --avatar NAME (--audio FILE | --text "…" [--voice V] [--tts SPEC]) --out OUT.mp4
+  [--fps 25] [--size 512] [--backend auto|onnxruntime|cuda|tensorrt|torch] [--seed 0] [--json]``
+  — speech or text → talking-avatar MP4 (H.264 + AAC); one summary line
+* ``facecast eval sync VIDEO.mp4 [--json]`` — lip sync of a rendered video judged by mediapipe
 * ``facecast build-engines [ONNX ...] [--max-batch 64]`` — build TensorRT engines (FP16) for this
   GPU, one JSON line per engine
 """
@@ -105,6 +109,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.what == "sync":
+        _quiet_native_logs()
+        from runtime.sync_eval import evaluate_sync
+
+        if not args.video:
+            raise ValueError("eval sync needs a video: facecast eval sync OUT.mp4")
+        report = evaluate_sync(Path(args.video))
+        print(json.dumps(report.to_json(), indent=None if args.json else 2))
+        return EXIT_OK
     if args.what == "renderer":
         _quiet_native_logs()
         from runtime import renderer_eval
@@ -125,6 +138,34 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_OK
     result = lipsync_eval.evaluate(data, model, args.avatar)
     print(json.dumps(result, indent=None if args.json else 2))
+    return EXIT_OK
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    import avatars
+    from runtime.audio_io import load_audio
+    from runtime.espeak import EspeakError
+    from runtime.render import RenderOptions, render_audio, render_text, terminal_progress
+    from runtime.tts import TTSError, check_text, make_tts
+
+    avatar = avatars.load(args.avatar)
+    options = RenderOptions(fps=args.fps, size=args.size, backend=args.backend, seed=args.seed)
+    update, close = terminal_progress("render")
+    try:
+        with _backend_errors_as_input_errors():
+            if args.audio is not None:
+                audio, rate = load_audio(args.audio)
+                result = render_audio(avatar, audio, rate, args.out, options, update)
+            else:
+                check_text(args.text)
+                try:
+                    result = render_text(avatar, args.text, args.out, make_tts(args.tts),
+                                         args.voice, options, update)
+                except (TTSError, EspeakError) as exc:
+                    raise ValueError(f"text to speech failed: {exc}") from exc
+    finally:
+        close()
+    print(json.dumps(result.to_json()) if args.json else result.summary())
     return EXIT_OK
 
 
@@ -180,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("eval", help="quality figures that print JSON")
-    p.add_argument("what", choices=("lipsync", "renderer"), help="what to evaluate")
+    p.add_argument("what", choices=("lipsync", "renderer", "sync"), help="what to evaluate")
+    p.add_argument("video", nargs="?", default=None, help="sync: the MP4 to judge")
     p.add_argument("--data", default="data/speech",
                    help="speech corpus from tools/prepare_speech.py (default data/speech)")
     p.add_argument("--model", default=None, help="motion ONNX file (default: the bundled one)")
@@ -198,6 +240,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="renderer: also write a student/teacher contact sheet PNG here")
     p.add_argument("--json", action="store_true", help="one line of JSON")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("render", help="speech or text -> talking-avatar MP4")
+    p.add_argument("--avatar", default="default", help="avatar name or bundle folder")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--audio", default=None,
+                     help="speech file, any format FFmpeg reads (wav, mp3, m4a, g722, ...), "
+                          "at most one hour")
+    src.add_argument("--text", default=None, help="text to speak (at most 5000 characters)")
+    p.add_argument("--voice", default=None, help="TTS voice (espeak-ng: en-us, de, en-us+f3, ...)")
+    p.add_argument("--tts", default=None,
+                   help="TTS engine: espeak (default; or $FACECAST_TTS), piper:VOICE.onnx, "
+                        "command:TEMPLATE")
+    p.add_argument("--out", required=True, help="output MP4")
+    p.add_argument("--fps", default="25", help="video frame rate (default 25; 30000/1001 ok)")
+    p.add_argument("--size", type=int, default=512, choices=(256, 512),
+                   help="renderer face crop side in pixels (default 512)")
+    p.add_argument("--backend", default="auto", choices=RENDER_BACKENDS,
+                   help="renderer backend (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of blinks and head motion")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("build-engines",
                        help="build TensorRT engines (FP16) for this GPU; one JSON line per engine")

@@ -40,12 +40,14 @@ class Compositor:
         if c.shape != (self.crop_size, self.crop_size, 3):
             raise ValueError(f"crop must be [{self.crop_size}, {self.crop_size}, 3], "
                              f"got {list(np.asarray(crop).shape)}")
-        c = c.astype(np.float32) * (255.0 if c.dtype != np.uint8 else 1.0)
+        if c.dtype != np.uint8:
+            c = c.astype(np.float32) * 255.0
         side = self.box[2]
         if side != self.crop_size:
+            # resize before the float conversion: INTER_AREA on uint8 is about 2x faster
             interp = cv2.INTER_AREA if side < self.crop_size else cv2.INTER_LINEAR
-            c = cv2.resize(c, (side, side), interpolation=interp)
-        return c
+            c = cv2.resize(np.ascontiguousarray(c), (side, side), interpolation=interp)
+        return c.astype(np.float32)
 
     def paste(self, crop: np.ndarray) -> np.ndarray:
         """The full frame with ``crop`` pasted in (a new array; the avatar is not modified)."""

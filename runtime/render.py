@@ -1,0 +1,319 @@
+"""Offline rendering: speech audio (or text through a TTS) → talking-avatar MP4.
+
+features → motion model → behaviour → rig → renderer → compositor → H.264 + AAC in MP4 (PyAV).
+Frames and audio share one clock (``runtime.clock``): video frame n and its audio slice both get
+pts = ⌊n · 48000 / fps⌋ in a 1/48000 time base.
+
+The file is written under a temporary name beside the output (``.NAME.XXXX.part``) and renamed
+into place only when complete, so a failure never leaves a half-written MP4 behind.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avatars.bundle import Avatar
+from engines.audio import OUTPUT_SAMPLE_RATE, SAMPLE_RATE
+from runtime.clock import AvClock, as_fps
+
+LEAD_IN_S = 0.3
+"""Silence before synthesised speech (text renders), so the face starts at rest."""
+TAIL_S = 0.5
+"""Silence after synthesised speech."""
+MIN_AUDIO_S = 0.05
+"""Shortest audio rendered (one 25 ms analysis window plus margin)."""
+QUEUE_BATCHES = 2
+"""Rendered batches buffered between the renderer thread and the encoder (backpressure)."""
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to render.
+
+    Attributes:
+        fps: video frame rate (exact fraction or number, 1–240).
+        size: renderer crop side R in pixels (256 or 512).
+        backend: renderer backend (``engines.renderer.BACKENDS``).
+        seed: behaviour seed (blinks, head motion): same seed, same video.
+        batch: frames per renderer call.
+        crf: x264 constant rate factor (0–51, lower is better quality).
+        preset: x264 speed preset.
+        threads: ONNX Runtime threads (None: its default).
+    """
+
+    fps: float | str = 25
+    size: int = 512
+    backend: str = "auto"
+    seed: int = 0
+    batch: int = 8
+    crf: int = 20
+    preset: str = "veryfast"
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What a render produced: output path, audio seconds, video frames, fps, renderer crop
+    side, video width × height in pixels, wall-clock seconds, and real-time factor (wall ÷
+    audio; under 1 means faster than real time)."""
+
+    path: Path
+    audio_seconds: float
+    frames: int
+    fps: float
+    size: int
+    width: int
+    height: int
+    render_seconds: float
+    backend: str
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.render_seconds / self.audio_seconds if self.audio_seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        return (f"{self.path}: {self.audio_seconds:.2f} s of audio, {self.frames} frames at "
+                f"{self.fps:g} fps, {self.width}x{self.height} (face {self.size} px, "
+                f"{self.backend}), rendered in {self.render_seconds:.1f} s, real-time factor "
+                f"{self.real_time_factor:.2f}")
+
+    def to_json(self) -> dict:
+        return {"path": str(self.path), "audio_seconds": round(self.audio_seconds, 3),
+                "frames": self.frames, "fps": self.fps, "size": self.size,
+                "width": self.width, "height": self.height, "backend": self.backend,
+                "render_seconds": round(self.render_seconds, 3),
+                "real_time_factor": round(self.real_time_factor, 3)}
+
+
+@dataclass(frozen=True)
+class Animation:
+    """The rig input of every video frame: coeffs float64 [F, 19], pose float64 [F, 6], and the
+    behaviour's blink list (for inspection)."""
+
+    coeffs: np.ndarray
+    pose: np.ndarray
+    blinks: list
+
+
+def animate(audio16k: np.ndarray, n_frames: int, fps: float, seed: int = 0) -> Animation:
+    """Speech → per-frame rig input: motion model (100 Hz) resampled to the video frames,
+    prosody, then the behaviour layer.
+
+    Args:
+        audio16k: float32 [N] mono at 16 kHz. n_frames: F video frames to produce.
+        fps: frame rate. seed: behaviour seed.
+    """
+    from engines.motion import MotionEngine, resample_to_fps
+    from runtime.behaviour import Behaviour
+    from runtime.prosody import prosody_frames
+
+    track = MotionEngine().offline(audio16k, SAMPLE_RATE)
+    mouth = resample_to_fps(track.coeffs, fps, n_frames)
+    vad = resample_to_fps(track.vad[:, None], fps, n_frames)[:, 0]
+    prosody = prosody_frames(audio16k, SAMPLE_RATE, fps, n_frames)
+    behaviour = Behaviour(fps, seed=seed)
+    coeffs, pose = behaviour.run(mouth, vad, prosody.energy_db, prosody.f0_hz)
+    return Animation(coeffs, pose, list(behaviour.blinks))
+
+
+def _even_pad(image: np.ndarray) -> np.ndarray:
+    """H.264 4:2:0 needs even sides: replicate the last row/column where a side is odd."""
+    h, w = image.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return image
+    return np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def temporary_output(out_path: Path) -> Path:
+    """Create (and return) an empty temporary file beside ``out_path``; raises OSError with a
+    one-line reason if the folder is missing or not writable, or ``out_path`` is a folder."""
+    out = Path(out_path)
+    if out.is_dir():
+        raise IsADirectoryError(f"output path is a folder: {out}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"output folder does not exist: {folder}")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise PermissionError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)  # mkstemp makes it 0600; the MP4 gets the usual mode
+    return Path(name)
+
+
+def _render_batches(renderer, source, keypoints: np.ndarray, batch: int,
+                    out: queue.Queue, stop: threading.Event) -> None:
+    """Renderer thread: crops uint8 [b, R, R, 3] per batch into ``out``; None at the end; an
+    exception object if rendering fails."""
+    from engines.renderer import to_uint8
+
+    try:
+        for i in range(0, len(keypoints), batch):
+            if stop.is_set():
+                return
+            crops = to_uint8(renderer.render(source, keypoints[i:i + batch]))
+            while not stop.is_set():
+                try:
+                    out.put(crops, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+        out.put(None)
+    except Exception as exc:  # handed to the encoder thread, which re-raises it
+        out.put(exc)
+
+
+def _crops(q: queue.Queue) -> Iterator[np.ndarray]:
+    while True:
+        item = q.get()
+        if item is None:
+            return
+        if isinstance(item, Exception):
+            raise item
+        yield from item
+
+
+def render_audio(avatar: Avatar, audio: np.ndarray, sample_rate: int, out_path: str | Path,
+                 options: RenderOptions = RenderOptions(),
+                 progress: Callable[[int, int], None] | None = None) -> RenderResult:
+    """Render ``avatar`` speaking ``audio`` into an MP4 at ``out_path``.
+
+    Args:
+        avatar: a loaded avatar bundle.
+        audio: float32 [N] mono in [-1, 1]. sample_rate: its rate in Hz (any).
+        out_path: the MP4 to write (replaced atomically when done).
+        options: see ``RenderOptions``.
+        progress: called as progress(frames_done, frames_total) after each encoded frame.
+
+    Returns a ``RenderResult``. Raises ValueError for audio that is not mono, not finite, or
+    shorter than ``MIN_AUDIO_S``; OSError if the output cannot be written; the renderer's own
+    errors for a bad backend. Nothing is left at ``out_path`` (or beside it) on failure.
+    """
+    import av
+
+    from avatars.rig import Rig
+    from engines.renderer import NeuralRenderer
+    from runtime.audio_io import resample
+    from runtime.compositor import Compositor
+
+    a = np.asarray(audio, dtype=np.float32)
+    if a.ndim != 1:
+        raise ValueError(f"audio must be mono [N], got shape {list(a.shape)}")
+    if not np.isfinite(a).all():
+        raise ValueError("audio contains non-finite samples")
+    if a.size < MIN_AUDIO_S * sample_rate:
+        raise ValueError(f"audio is {a.size / sample_rate * 1000:.0f} ms long; at least "
+                         f"{MIN_AUDIO_S * 1000:.0f} ms are needed")
+    fps = as_fps(options.fps)
+    clock = AvClock(fps, OUTPUT_SAMPLE_RATE)
+    out_path = Path(out_path)
+    tmp = temporary_output(out_path)
+    started = time.perf_counter()
+    stop = threading.Event()
+    worker: threading.Thread | None = None
+    try:
+        renderer = NeuralRenderer(options.size, options.backend, threads=options.threads)
+        source = renderer.prepare(avatar)
+        a48 = resample(a, sample_rate, OUTPUT_SAMPLE_RATE)
+        a16 = resample(a, sample_rate, SAMPLE_RATE)
+        n_frames = clock.frames_for(len(a48))
+        a48 = np.pad(a48, (0, clock.frame_start(n_frames) - len(a48)))
+        anim = animate(a16, n_frames, float(fps), options.seed)
+        rig = Rig.for_avatar(avatar, options.size)
+        keypoints = rig.keypoints(anim.coeffs, anim.pose)
+        compositor = Compositor(avatar, options.size)
+        height, width = _even_pad(avatar.image).shape[:2]
+
+        crops: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+        worker = threading.Thread(target=_render_batches, name="facecast-render",
+                                  args=(renderer, source, keypoints, max(1, options.batch),
+                                        crops, stop), daemon=True)
+        worker.start()
+        with av.open(str(tmp), "w", format="mp4") as container:
+            video = container.add_stream("libx264", rate=fps)
+            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+            video.time_base = clock.time_base
+            video.codec_context.time_base = clock.time_base
+            video.options = {"crf": str(options.crf), "preset": options.preset}
+            sound = container.add_stream("aac", rate=OUTPUT_SAMPLE_RATE, layout="mono")
+            sound.time_base = clock.time_base
+            for n, crop in enumerate(_crops(crops)):
+                start, end = clock.frame_start(n), clock.frame_start(n + 1)
+                frame = av.VideoFrame.from_ndarray(_even_pad(compositor.paste(crop)),
+                                                   format="rgb24")
+                frame.pts, frame.time_base = start, clock.time_base
+                container.mux(video.encode(frame))
+                chunk = av.AudioFrame.from_ndarray(a48[None, start:end], format="flt",
+                                                   layout="mono")
+                chunk.sample_rate, chunk.pts, chunk.time_base = (OUTPUT_SAMPLE_RATE, start,
+                                                                 clock.time_base)
+                container.mux(sound.encode(chunk))
+                if progress is not None:
+                    progress(n + 1, n_frames)
+            container.mux(video.encode(None))
+            container.mux(sound.encode(None))
+        worker.join()
+        os.replace(tmp, out_path)
+    except BaseException:
+        stop.set()
+        if worker is not None:
+            worker.join(timeout=5)
+        tmp.unlink(missing_ok=True)
+        raise
+    return RenderResult(out_path, len(a) / sample_rate, n_frames, float(fps), options.size,
+                        width, height, time.perf_counter() - started, renderer.backend)
+
+
+def render_text(avatar: Avatar, text: str, out_path: str | Path, tts=None, voice: str | None = None,
+                options: RenderOptions = RenderOptions(),
+                progress: Callable[[int, int], None] | None = None) -> RenderResult:
+    """Speak ``text`` with ``tts`` (``runtime.tts``; default espeak-ng) and render it, with
+    ``LEAD_IN_S`` of silence before and ``TAIL_S`` after. Raises as ``render_audio`` plus the
+    TTS's errors (ValueError for empty or overlong text or an unknown voice)."""
+    from runtime.tts import check_text, make_tts
+
+    check_text(text)
+    engine = tts or make_tts()
+    speech = engine.synthesize(text, voice)
+    rate = speech.sample_rate
+    audio = np.concatenate([np.zeros(int(LEAD_IN_S * rate), np.float32), speech.audio,
+                            np.zeros(int(TAIL_S * rate), np.float32)])
+    return render_audio(avatar, audio, rate, out_path, options, progress)
+
+
+def terminal_progress(total_hint: str = "render") -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm progress bar on stderr when it is a terminal (no output otherwise).
+
+    Returns (update(done, total), close()).
+    """
+    if not sys.stderr.isatty():
+        return (lambda done, total: None), (lambda: None)
+    from tqdm import tqdm
+
+    bar: dict = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, unit="frame", desc=total_hint, file=sys.stderr,
+                              leave=False)
+        bar["bar"].update(done - bar["bar"].n)
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].close()
+
+    return update, close
