@@ -93,6 +93,11 @@ case "$mode" in
     log "environment ready: source $venv/bin/activate" ;;
   demo)
     mkdir -p out
+    log "rendering the default avatar speaking a sentence (espeak-ng -> motion model -> renderer -> MP4)"
+    facecast render --avatar default --out out/demo.mp4 \
+      --text "Hello, I am the facecast demo avatar. I speak any text you give me, with my lips in sync and a blink now and then."
+    log "checking lip sync of out/demo.mp4 with mediapipe (independent of our models)"
+    facecast eval sync out/demo.mp4
     log "enrolling the bundled portrait as avatar 'demo' (mediapipe Face Mesh)"
     facecast enroll avatars/default/image.png --name demo --out out/avatars --force \
       --consent "public-domain NASA portrait (demo)" --licence "public domain" \
@@ -101,7 +106,7 @@ case "$mode" in
     facecast rig-preview --avatar out/avatars/demo --out out/rig-preview.png
     log "rendering 16 poses with the neural renderer (and the teacher) on the enrolled avatar"
     facecast eval renderer --avatar out/avatars/demo --n 16 --sheet out/renderer-sheet.png
-    log "done: open out/rig-preview.png and out/renderer-sheet.png" ;;
+    log "done: play out/demo.mp4; open out/rig-preview.png and out/renderer-sheet.png" ;;
   test)
     exec python -m pytest -q ;;
 esac
