@@ -98,7 +98,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
+def native_stderr_silenced() -> Iterator[None]:
     """Send file descriptor 2 to /dev/null for the duration: mediapipe's C++ side (glog, absl,
     TFLite) prints start-up chatter there that no Python setting reaches. Python exceptions are
     unaffected; ``sys.stderr`` is flushed first so nothing of ours is lost."""
@@ -126,7 +126,7 @@ def detect_faces(image: np.ndarray, max_faces: int = 4) -> list[np.ndarray]:
     import mediapipe as mp  # enrollment-only dependency
 
     h, w = image.shape[:2]
-    with _native_stderr_silenced(), mp.solutions.face_mesh.FaceMesh(
+    with native_stderr_silenced(), mp.solutions.face_mesh.FaceMesh(
         static_image_mode=True,
         refine_landmarks=True,
         max_num_faces=max_faces,

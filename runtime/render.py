@@ -295,21 +295,29 @@ def render_text(avatar: Avatar, text: str, out_path: str | Path, tts=None, voice
     return render_audio(avatar, audio, rate, out_path, options, progress)
 
 
-def terminal_progress(total_hint: str = "render") -> tuple[Callable[[int, int], None], Callable[[], None]]:
+def terminal_progress(total_hint: str = "render"
+                      ) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A tqdm progress bar on stderr when it is a terminal (no output otherwise).
 
     Returns (update(done, total), close()).
     """
     if not sys.stderr.isatty():
         return (lambda done, total: None), (lambda: None)
+    import shutil
+
     from tqdm import tqdm
+
+    # shutil falls back to $COLUMNS/$LINES or 80×24 where a pty reports a size of 0×0; tqdm left
+    # to itself then hides the bar (its row would be off a 0-row screen)
+    size = shutil.get_terminal_size()
+    ncols, nrows = min(size.columns, 100), size.lines
 
     bar: dict = {}
 
     def update(done: int, total: int) -> None:
         if "bar" not in bar:
             bar["bar"] = tqdm(total=total, unit="frame", desc=total_hint, file=sys.stderr,
-                              leave=False)
+                              leave=False, ncols=ncols, nrows=nrows)
         bar["bar"].update(done - bar["bar"].n)
 
     def close() -> None:

@@ -110,7 +110,7 @@ def _decode(path: Path) -> _Decoded:
     import av  # PyAV and mediapipe: evaluation-only dependencies, imported on use
     import mediapipe as mp
 
-    from avatars.enroll import _native_stderr_silenced
+    from avatars.enroll import native_stderr_silenced
 
     try:
         container = av.open(str(path))
@@ -131,7 +131,7 @@ def _decode(path: Path) -> _Decoded:
         chunks: list[np.ndarray] = []
         audio_start: float | None = None
         try:
-            with _native_stderr_silenced(), mp.solutions.face_mesh.FaceMesh(
+            with native_stderr_silenced(), mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=False, max_num_faces=1, refine_landmarks=True,
             ) as mesh:
                 for packet in container.demux(vstream, astream):
