@@ -73,8 +73,8 @@ def load_audio(path: str | os.PathLike[str], max_seconds: float = MAX_AUDIO_SECO
         elif container.duration is not None:
             declared = container.duration / 1_000_000  # av.time_base: microseconds
         if declared is not None and declared > max_seconds + 1.0:
-            raise ValueError(f"audio is {declared / 60:.1f} minutes long; the limit is "
-                             f"{max_seconds / 60:.0f} minutes: {p}")
+            raise ValueError(f"audio is {_duration(declared)} long; the limit is "
+                             f"{_duration(max_seconds)}: {p}")
         rate = stream.rate or stream.codec_context.sample_rate
         if not rate:
             raise ValueError(f"audio stream of {p} has no sample rate")
@@ -89,7 +89,7 @@ def load_audio(path: str | os.PathLike[str], max_seconds: float = MAX_AUDIO_SECO
                     total += out.samples
                 if total > limit:
                     raise ValueError(f"audio is longer than the limit of "
-                                     f"{max_seconds / 60:.0f} minutes: {p}")
+                                     f"{_duration(max_seconds)}: {p}")
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray()[0].copy())
         except av.FFmpegError as exc:
@@ -100,6 +100,17 @@ def load_audio(path: str | os.PathLike[str], max_seconds: float = MAX_AUDIO_SECO
     if not np.isfinite(audio).all():
         raise ValueError(f"audio file decodes to non-finite samples: {p}")
     return np.clip(audio, -1.0, 1.0), int(rate)
+
+
+def _duration(seconds: float) -> str:
+    """Readable length: "1 h 0 min 5 s", "2 min 30 s", "1.5 s"."""
+    if seconds < 60:
+        return f"{seconds:g} s"
+    whole = round(seconds)
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    parts = ([f"{h} h"] if h else []) + ([f"{m} min"] if m or (h and s) else []) + ([f"{s} s"] if s else [])
+    return " ".join(parts)
 
 
 def _reason(exc: BaseException) -> str:

@@ -12,7 +12,8 @@ What it adds, and where the numbers come from:
   0.6 s); each blink 100–250 ms, lids closing in a third of it and opening more slowly (the
   lid's closing phase is about twice as fast as its opening: Evinger, Manning & Sibony, IOVS
   32(2), 1991); 12% are doubles. A pause after speech often brings a blink forward (blinks
-  cluster at phrase boundaries: Nakano & Kitazawa, Exp. Brain Res. 2010).
+  cluster at phrase boundaries: Nakano & Kitazawa, Exp. Brain Res. 2010); the time it was
+  brought forward is added to the next interval, so the rate stays the same.
 * **Idle head motion**: smooth random drift (an Ornstein–Uhlenbeck process passed through a
   one-pole low-pass) of about 1° pitch, 1.5° yaw, 0.6° roll; **breathing** at 12–18 breaths a
   minute (normal adult resting rate) lifts the head by 0.2% of the crop and tilts it 0.3°;
@@ -67,7 +68,7 @@ class BehaviourParams:
     blink_min_interval_s: float = 0.6
     blink_duration_s: tuple[float, float] = (0.10, 0.25)
     double_blink_p: float = 0.12
-    pause_blink_p: float = 0.5
+    pause_blink_p: float = 0.4
     breath_rate_per_min: tuple[float, float] = (12.0, 18.0)
     breath_ty: float = 0.002
     breath_pitch_deg: float = 0.3
@@ -198,6 +199,7 @@ class Behaviour:
                                p.head_lowpass_s)
         self._next_blink = self._blink_interval(first=True)
         self._pending_double: float | None = None
+        self._blink_credit = 0.0  # seconds a pause blink was brought forward by
         self._breath_phase = float(self.rng.uniform(0, 2 * math.pi))
         self._breath_rate = self._draw_breath_rate()
         self._glance_target = np.zeros(2)  # pitch, yaw (rad)
@@ -245,8 +247,13 @@ class Behaviour:
         # A pause after speech brings the next blink forward (phrase-boundary blinks).
         if was_speaking > 0.5 >= self.speaking and self._next_blink - t > 0.3:
             last = self.blinks[-1].start_s if self.blinks else -1e9
-            if t - last > 1.0 and self.rng.random() < p.pause_blink_p:
-                self._next_blink = t + float(self.rng.uniform(0.05, 0.2))
+            # only when the lids have been open for half a mean interval, so moving blinks to
+            # pauses does not raise the rate by much
+            half = 30.0 / p.blink_rate_per_min
+            if t - last > half and self.rng.random() < p.pause_blink_p:
+                moved = t + float(self.rng.uniform(0.05, 0.2))
+                self._blink_credit = self._next_blink - moved  # paid back after this blink
+                self._next_blink = moved
         if t >= self._next_blink:
             dur = float(self.rng.uniform(*p.blink_duration_s))
             self.blinks.append(Blink(t, dur))
@@ -256,7 +263,8 @@ class Behaviour:
                 self._next_blink = self._pending_double
             else:
                 self._pending_double = None
-                self._next_blink = t + dur + self._blink_interval()
+                self._next_blink = t + dur + self._blink_interval() + self._blink_credit
+                self._blink_credit = 0.0
         # The most closed instant within the frame's exposure [t − dt/2, t + dt/2]: at 25 fps a
         # 100 ms blink spans 2–3 frames, and point sampling could miss its closed phase.
         closure = 0.0

@@ -16,14 +16,14 @@ from fractions import Fraction
 from engines.audio import OUTPUT_SAMPLE_RATE
 
 
-def as_fps(fps: float | int | str | Fraction) -> Fraction:
+def as_fps(fps: float | str | Fraction) -> Fraction:
     """A frame rate as an exact fraction: 25 → 25, "30000/1001" → 30000/1001, 29.97 → 2997/100.
 
     Raises ValueError unless 1 ≤ fps ≤ 240.
     """
     try:
         f = Fraction(fps) if not isinstance(fps, float) else Fraction(fps).limit_denominator(1001)
-    except (ValueError, ZeroDivisionError, TypeError) as exc:
+    except (ValueError, ZeroDivisionError, TypeError, OverflowError) as exc:
         raise ValueError(f"not a frame rate: {fps!r}") from exc
     if not 1 <= f <= 240:
         raise ValueError(f"fps must be between 1 and 240, got {float(f):g}")
@@ -59,8 +59,11 @@ class AvClock:
         return int(n * self.samples_per_frame)  # floor for n ≥ 0
 
     def frame_of_sample(self, sample: int) -> int:
-        """The video frame whose audio slice holds ``sample``."""
-        return int(sample // self.samples_per_frame)
+        """The video frame whose audio slice holds ``sample``: the largest n with
+        frame_start(n) ≤ sample, i.e. ⌈(sample + 1) / S⌉ − 1 (floor(sample / S) would give the
+        frame before wherever a slice starts at a fractional n·S)."""
+        x = (sample + 1) / self.samples_per_frame
+        return int(-(-x // 1)) - 1
 
     def frames_for(self, n_samples: int) -> int:
         """Video frames needed to cover ``n_samples`` of audio (the last one may be partial)."""

@@ -34,7 +34,6 @@ from engines.features import log_mel, n_frames
 from engines.motion import MotionEngine, frame_time_s
 from engines.visemes import (
     MOTION_COEFFICIENTS,
-
     coefficient_tracks,
     segments_from_phones,
 )

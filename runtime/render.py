@@ -155,6 +155,16 @@ def temporary_output(out_path: Path) -> Path:
     return Path(name)
 
 
+def _put(out: queue.Queue, item: object, stop: threading.Event) -> None:
+    """Put with backpressure, giving up once ``stop`` is set (the consumer has gone)."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
 def _render_batches(renderer, source, keypoints: np.ndarray, batch: int,
                     out: queue.Queue, stop: threading.Event) -> None:
     """Renderer thread: crops uint8 [b, R, R, 3] per batch into ``out``; None at the end; an
@@ -165,16 +175,10 @@ def _render_batches(renderer, source, keypoints: np.ndarray, batch: int,
         for i in range(0, len(keypoints), batch):
             if stop.is_set():
                 return
-            crops = to_uint8(renderer.render(source, keypoints[i:i + batch]))
-            while not stop.is_set():
-                try:
-                    out.put(crops, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-        out.put(None)
-    except Exception as exc:  # handed to the encoder thread, which re-raises it
-        out.put(exc)
+            _put(out, to_uint8(renderer.render(source, keypoints[i:i + batch])), stop)
+        _put(out, None, stop)
+    except Exception as exc:  # noqa: BLE001 - handed to the encoder thread, which re-raises it
+        _put(out, exc, stop)
 
 
 def _crops(q: queue.Queue) -> Iterator[np.ndarray]:

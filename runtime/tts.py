@@ -153,7 +153,13 @@ def piper_tts(voice_file: str | os.PathLike[str]) -> CommandTTS:
     if not path.is_file():
         raise ValueError(f"Piper voice file not found: {path}")
     exe = os.environ.get("FACECAST_PIPER", "piper")
-    return CommandTTS((exe, "--model", str(path), "--output_file", "{out}"), name="piper")
+    return CommandTTS((_literal(exe), "--model", _literal(str(path)), "--output_file", "{out}"),
+                      name="piper")
+
+
+def _literal(text: str) -> str:
+    """``text`` escaped for the argv template (``str.format``): braces in a path stay braces."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def make_tts(spec: str | None = None) -> TTS:
@@ -178,7 +184,7 @@ def make_tts(spec: str | None = None) -> TTS:
             raise ValueError("--tts command template must contain {out} (the WAV it writes)")
         try:
             [w.format(text_file="", out="", voice="") for w in argv]
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
             raise ValueError(f"bad placeholder in the TTS command template: {exc}") from exc
         return CommandTTS(argv)
     raise ValueError(f"unknown TTS {spec!r}: use espeak[:VOICE], piper:VOICE.onnx or "

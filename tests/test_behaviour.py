@@ -68,7 +68,7 @@ def test_idle_head_motion_is_small_smooth_and_alive() -> None:
 def test_seeded_and_reproducible() -> None:
     _, c1, p1 = _idle(20, seed=7)
     _, c2, p2 = _idle(20, seed=7)
-    _, c3, p3 = _idle(20, seed=8)
+    _, _, p3 = _idle(20, seed=8)
     assert np.array_equal(c1, c2) and np.array_equal(p1, p2)
     assert not np.array_equal(p1, p3)
 

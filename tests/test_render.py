@@ -153,14 +153,13 @@ def test_bad_input_is_one_line_error_and_leaves_nothing(case: str, tmp_path: Pat
 def test_audio_over_one_hour_is_refused(tmp_path: Path, capsys) -> None:
     long = _wav(tmp_path / "long.wav", 3601.0, rate=8000)
     assert main(["render", "--audio", str(long), "--out", str(tmp_path / "x.mp4")]) == 1
-    assert "minutes" in capsys.readouterr().err
+    assert "limit of 1 h:" in capsys.readouterr().err
     assert _files(tmp_path) == ["long.wav"]
 
 
 def test_failure_mid_render_removes_the_partial_file(tmp_path: Path, monkeypatch) -> None:
     import avatars
     from runtime import render
-
     from runtime.compositor import Compositor
 
     calls = {"n": 0}
