@@ -15,6 +15,10 @@ Subcommands (each prints a one-line reason and exits non-zero on bad input):
   [--fps 25] [--size 512] [--backend auto|onnxruntime|cuda|tensorrt|torch] [--seed 0] [--json]``
   — speech or text → talking-avatar MP4 (H.264 + AAC); one summary line
 * ``facecast eval sync VIDEO.mp4 [--json]`` — lip sync of a rendered video judged by mediapipe
+* ``facecast serve [--host 127.0.0.1] [--port 8765] [--avatar default] [--size 256] [--fps 25]
+  [--backend auto] [--token SECRET | --insecure] [--allowed-origin URL ...] [--max-sessions 4]``
+  — the real-time server: WebRTC to the web widget, control over WebSocket (``web/PROTOCOL.md``)
+* ``facecast token --secret SECRET [--ttl 3600]`` — print a signed, expiring token for ``serve``
 * ``facecast build-engines [ONNX ...] [--max-batch 64]`` — build TensorRT engines (FP16) for this
   GPU, one JSON line per engine
 """
@@ -169,6 +173,35 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from runtime.server import ServerConfig, run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = ServerConfig(host=args.host, port=args.port, avatar=args.avatar, size=args.size,
+                          fps=args.fps, backend=args.backend, threads=args.threads,
+                          token=args.token or os.environ.get("FACECAST_TOKEN") or None,
+                          insecure=args.insecure, allowed_origins=tuple(args.allowed_origin),
+                          max_sessions=args.max_sessions, tts=args.tts,
+                          web_dir=Path(args.web_dir) if args.web_dir else
+                          ServerConfig().web_dir)
+    config.check()
+    with _backend_errors_as_input_errors():
+        run(config)
+    return EXIT_OK
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from runtime.server import issue_token
+
+    if not args.secret:
+        raise ValueError("--secret must not be empty")
+    print(issue_token(args.secret, args.ttl))
+    return EXIT_OK
+
+
 def _cmd_build_engines(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -261,6 +294,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of blinks and head motion")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(func=_cmd_render)
+
+    p = sub.add_parser("serve", help="the real-time server: WebRTC avatar + web widget")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="bind address (default 127.0.0.1; others need --token or --insecure)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free)")
+    p.add_argument("--avatar", default="default", help="default avatar for clients naming none")
+    p.add_argument("--size", type=int, default=256, choices=(256, 512),
+                   help="renderer face crop side (default 256)")
+    p.add_argument("--fps", type=int, default=25, help="video frame rate (default 25)")
+    p.add_argument("--backend", default="auto", choices=RENDER_BACKENDS)
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    p.add_argument("--token", default=None,
+                   help="shared secret clients must present (or $FACECAST_TOKEN)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow binding beyond loopback without a token")
+    p.add_argument("--allowed-origin", action="append", default=[],
+                   help="browser origin allowed to connect (repeatable; the server's own pages "
+                        "always are)")
+    p.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions")
+    p.add_argument("--tts", default=None, help="TTS engine (see facecast render --help)")
+    p.add_argument("--web-dir", default=None, help="serve the widget from this folder")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("token", help="print a signed, expiring token for serve --token")
+    p.add_argument("--secret", required=True, help="the server's --token secret")
+    p.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires")
+    p.set_defaults(func=_cmd_token)
 
     p = sub.add_parser("build-engines",
                        help="build TensorRT engines (FP16) for this GPU; one JSON line per engine")

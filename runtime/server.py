@@ -379,7 +379,7 @@ class Server:
 
         @pc.on("connectionstatechange")
         async def _on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
+            if client.pc is pc and pc.connectionState in ("failed", "closed"):
                 log.info("session %s: peer connection %s", session.id, pc.connectionState)
                 await ws.close(1000, f"peer connection {pc.connectionState}")
 

@@ -19,6 +19,8 @@ venv="${FACECAST_VENV:-$root/.venv}"
 
 # Debian/Ubuntu packages the project needs (grows as features arrive).
 apt_packages=(python3-venv libespeak-ng1 espeak-ng-data asterisk-core-sounds-en-g722)
+# The test suite also drives the web widget in a real browser (Playwright with Debian's chromium).
+if [ "$mode" = test ]; then apt_packages+=(chromium); fi
 
 log() { printf '[quickstart] %s\n' "$*" >&2; }
 
