@@ -39,6 +39,7 @@ so the same class serves offline renders and live sessions.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,8 @@ from engines.visemes import MOTION_COEFFICIENTS
 from runtime.one_euro import OneEuroFilter, OneEuroParams
 
 _DEG = math.pi / 180.0
+HISTORY = 1000
+"""Most recent blinks and accents kept in ``Behaviour.blinks`` / ``.accents`` (inspection)."""
 COEFFICIENT_SMOOTHING = OneEuroParams(min_cutoff=5.0, beta=5.0, d_cutoff=5.0)
 """One Euro parameters for the expression coefficients. Speech moves the jaw at syllable rate
 (4–5 Hz), so the speed estimate needs a 5 Hz cutoff (at the paper's 1 Hz it sees a quarter of
@@ -189,8 +192,9 @@ class Behaviour:
         self.rng = np.random.default_rng(seed)
         self.frame = 0
         self.speaking = 0.0
-        self.blinks: list[Blink] = []
-        self.accents: list[float] = []
+        # recent history only: a kiosk session runs for days
+        self.blinks: deque[Blink] = deque(maxlen=HISTORY)
+        self.accents: deque[float] = deque(maxlen=HISTORY)
         self._expand = _expand_matrix()
         p = params
         self._idle = _Smoothed(np.array(p.idle_head_deg) * _DEG, p.idle_head_tau_s,
@@ -268,7 +272,7 @@ class Behaviour:
         # The most closed instant within the frame's exposure [t − dt/2, t + dt/2]: at 25 fps a
         # 100 ms blink spans 2–3 frames, and point sampling could miss its closed phase.
         closure = 0.0
-        for b in self.blinks[-3:]:
+        for b in list(self.blinks)[-3:]:
             for k in np.linspace(-0.5, 0.5, 7):
                 u = (t + k * self.dt - b.start_s) / b.duration_s
                 closure = max(closure, blink_closure(u))

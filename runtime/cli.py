@@ -8,6 +8,8 @@ Subcommands (each prints a one-line reason and exits non-zero on bad input):
 * ``facecast bench rig|motion [--json]`` — rig/retargeting or motion-model speed, as JSON
 * ``facecast bench renderer [--backend onnxruntime|cuda|tensorrt|torch|auto] [--size 256|512]
   [--batch N] [--seconds S] [--threads T] [--json]`` — warm renderer speed, as JSON
+* ``facecast bench latency [--sessions N] [--seconds S] [--size 256|512] [--json]`` — serve on
+  loopback, N aiortc peers pushing real speech; onset-to-mouth latency, A/V offset, fps, CPU, RSS
 * ``facecast eval lipsync [--json] [--plot out.png]`` — lip-sync figures on held-out speech
 * ``facecast eval renderer [--avatar NAME] [--n 200] [--seed 0] [--size 256] [--backend ...]
   [--sheet out.png] [--json]`` — renderer vs teacher judged by mediapipe, as JSON
@@ -97,6 +99,14 @@ def _backend_errors_as_input_errors() -> Iterator[None]:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from runtime.bench import bench_motion, bench_renderer, bench_rig
 
+    if args.what == "latency":
+        from runtime.bench_latency import bench_latency
+
+        with _backend_errors_as_input_errors():
+            result = bench_latency(args.sessions, 30.0 if args.seconds is None else args.seconds,
+                                   args.size, args.avatar, args.backend or "auto")
+        print(json.dumps(result, indent=None if args.json else 2))
+        return EXIT_OK
     if args.what == "renderer":
         with _backend_errors_as_input_errors():
             result = bench_renderer(args.backend or "onnxruntime", args.size, args.batch,
@@ -239,7 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_rig_preview)
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("what", choices=("rig", "motion", "renderer"), help="what to measure")
+    p.add_argument("what", choices=("rig", "motion", "renderer", "latency"),
+                   help="what to measure")
+    p.add_argument("--sessions", type=int, default=1,
+                   help="latency: concurrent client peers (default 1)")
     p.add_argument("--avatar", default="default")
     p.add_argument("--backend", default=None, choices=RENDER_BACKENDS,
                    help="renderer: backend (default onnxruntime, i.e. CPU)")

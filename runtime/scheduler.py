@@ -3,7 +3,7 @@
 Each tick (every 1/fps s of wall time, counted from the start so it never drifts) the scheduler
 runs, in one worker thread: ``Session.advance()`` for every session, **one batched renderer
 call** for all of them (rows may be different avatars), paste-back, and the ``av`` frames. The
-event loop then hands each session its frame and audio. If a tick starts more than half a frame
+event loop then hands each session its frame and audio. If a tick starts more than one frame
 late (the CPU cannot keep up), it skips rendering for that tick: every session still gets its
 audio on time and the video frame is counted as dropped — audio is never delayed for video.
 """
@@ -143,7 +143,9 @@ class Scheduler:
                 self.late_ticks += skipped
             sessions = [s for s in self.sessions if not s.closed]
             if sessions:
-                render = now - due <= 0.5 * period
+                # up to one frame late the next ticks catch up (they run back to back); beyond
+                # that this tick's video is dropped so audio stays on time
+                render = now - due <= period
                 if not render:
                     self.late_ticks += 1
                 try:

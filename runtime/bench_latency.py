@@ -1,0 +1,256 @@
+"""``facecast bench latency``: end-to-end latency, A/V offset and capacity over real WebRTC.
+
+Starts ``facecast serve`` as a child process on loopback, connects N aiortc client peers
+(``runtime.client.AvatarClient``), and pushes real speech (the held-out Asterisk prompts) through
+``audio`` messages in real time, 20 ms per message, with 0.6–1.2 s of silence between prompts.
+On the received side it measures:
+
+* ``onset_to_mouth_ms``: from sending the chunk that holds a prompt's speech onset (first 10 ms
+  window within 30 dB of the prompt's peak) to the arrival of the first video frame whose mouth is
+  open. "Open" is judged from pixels only: the darkness of a box around the avatar's lips (the
+  rendered mouth cavity is dark) above 30% of its 95th percentile over the run, relative to the
+  idle baseline. Median and p95 over all prompts and sessions.
+* ``av_offset_ms``: receiver-side offset of mouth darkness against the received voice's envelope
+  by cross-correlation (``runtime.sync_eval``), each track's timeline taken from its pts mapped to
+  arrival time by a least-squares line (removes network/decoder jitter, keeps the tracks'
+  relative timing). Positive: the mouth lags the voice. Also over the first and the last 60 s
+  (``av_offset_start_ms``, ``av_offset_end_ms``) to show drift in long runs.
+* delivered fps and frames missing (pts gaps) per session; the server's dropped frames and
+  ``late_ticks`` (``/healthz``); the server process's CPU % (utime + stime over wall time, from
+  ``/proc``), RSS at the start and the end (after warm-up) and their difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en")
+HELDOUT = Path(__file__).resolve().parents[1] / "tools" / "speech" / "heldout.txt"
+CHUNK_S = 0.02
+
+
+def heldout_prompts(limit: int | None = None) -> list[Path]:
+    """Held-out Asterisk prompts (``tools/speech/heldout.txt``) that exist on this machine,
+    skipping single digits/letters; raises FileNotFoundError if there are none."""
+    names: list[str] = []
+    if HELDOUT.is_file():
+        names = [ln.strip() for ln in HELDOUT.read_text().splitlines()
+                 if ln.strip() and not ln.startswith("#")]
+    paths = [ASTERISK_DIR / f"{n}.g722" for n in names
+             if not n.startswith(("digits/", "letters/", "phonetic/"))]
+    paths = [p for p in paths if p.is_file()]
+    if not paths:
+        raise FileNotFoundError("no held-out Asterisk prompts found: apt-get install "
+                                "asterisk-core-sounds-en-g722")
+    return paths[:limit] if limit else paths
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _proc_stats(pid: int) -> tuple[float, float]:
+    """(CPU seconds utime+stime, RSS MiB) of a process, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+    return cpu, rss
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def mouth_box(avatar_name: str = "default") -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) full-image pixels around the avatar's lips, extended down by 0.25 IOD
+    for the opening jaw."""
+    import avatars
+    from avatars import topology as T
+    from avatars.rig import Rig
+    from runtime.compositor import Compositor
+
+    av_ = avatars.load(avatar_name)
+    rig = Rig.for_avatar(av_, 256)
+    lips = sorted({i for pair in T.CENTRAL_INNER_LIP_PAIRS for i in pair} | {61, 291})
+    pts = Compositor(av_, 256).crop_to_image(rig.neutral[lips, :2])
+    iod = rig.iod * av_.crop_box[2] / 256
+    x0, y0 = pts.min(axis=0) - np.array([0.05, 0.08]) * iod
+    x1, y1 = pts.max(axis=0) + np.array([0.05, 0.25]) * iod
+    return int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))
+
+
+def _darkness(frame: np.ndarray) -> float:
+    grey = frame[..., 0] * 0.299 + frame[..., 1] * 0.587 + frame[..., 2] * 0.114
+    return float(255.0 - grey.mean())
+
+
+def _timeline(entries: list, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """pts (in ``rate`` units) → arrival seconds through a least-squares line; returns
+    (pts seconds, mapped time)."""
+    arrival = np.array([e[0] for e in entries])
+    pts = np.array([float(e[1]) for e in entries]) / rate
+    a, b = np.polyfit(pts, arrival, 1)
+    return pts, a * pts + b
+
+
+def _offset(video_t: np.ndarray, mouth: np.ndarray, audio_t: np.ndarray,
+            audio: np.ndarray, t0: float, t1: float) -> tuple[float, float]:
+    """Offset (ms, positive = mouth lags) and correlation in the window [t0, t1)."""
+    from runtime.sync_eval import audio_envelope, lagged_correlation, parabolic_peak
+
+    hop = 0.01
+    grid = np.arange(t0, t1, hop)
+    env_all = audio_envelope(audio, 48000, hop)
+    env = np.interp(grid, audio_t[0] + np.arange(len(env_all)) * hop, env_all,
+                    left=np.nan, right=np.nan)
+    gap = np.interp(grid, video_t, mouth, left=np.nan, right=np.nan)
+    c = lagged_correlation(gap, env, 40, 100)
+    if not np.isfinite(c).any():
+        return float("nan"), float("nan")
+    i = int(np.nanargmax(c))
+    frac = parabolic_peak(c[i - 1], c[i], c[i + 1]) if 0 < i < len(c) - 1 else 0.0
+    return round((i - 40 + frac) * hop * 1000, 1), round(float(c[i]), 3)
+
+
+async def _drive(client, prompts: list[tuple[np.ndarray, int]], seconds: float,
+                 rng: np.random.Generator, onsets: list[float]) -> None:
+    """Push prompts in real time until ``seconds`` have passed."""
+    end = time.monotonic() + seconds
+    k = 0
+    while time.monotonic() < end:
+        audio, rate = prompts[k % len(prompts)]
+        k += 1
+        step = int(CHUNK_S * rate)
+        env = np.array([np.sqrt(np.mean(audio[i:i + rate // 100] ** 2) + 1e-12)
+                        for i in range(0, len(audio), rate // 100)])
+        onset = int(np.argmax(20 * np.log10(env) > 20 * np.log10(env.max()) - 30)) * (rate // 100)
+        start = time.monotonic()
+        uid = f"p{k}"
+        for n, i in enumerate(range(0, len(audio), step)):
+            due = start + n * CHUNK_S
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if i <= onset < i + step:
+                onsets.append(time.monotonic())
+            await client.send_audio(audio[i:i + step], rate, uid)
+        await client.send({"type": "audio_end", "id": uid})
+        await asyncio.sleep(len(audio) / rate - (time.monotonic() - start) + rng.uniform(0.6, 1.2))
+
+
+def bench_latency(sessions: int = 1, seconds: float = 30.0, size: int = 256,
+                  avatar: str = "default", backend: str = "auto") -> dict[str, Any]:
+    """Run the benchmark; returns the JSON-ready figures (see the module docstring)."""
+    from runtime.audio_io import load_audio
+
+    prompts = [load_audio(p) for p in heldout_prompts()]
+    prompts = [(a, r) for a, r in prompts if 1.0 <= len(a) / r <= 5.0][:24]  # sentence-sized
+    box = mouth_box(avatar)
+    port = _free_port()
+    cmd = [sys.executable, "-m", "runtime.cli", "serve", "--port", str(port), "--size", str(size),
+           "--avatar", avatar, "--backend", backend, "--max-sessions", str(max(4, sessions))]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _get_json(f"http://127.0.0.1:{port}/healthz")
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("facecast serve did not start") from None
+                time.sleep(0.2)
+        return asyncio.run(_run(port, proc.pid, sessions, seconds, prompts, box))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: list,
+               box: tuple[int, int, int, int]) -> dict[str, Any]:
+    from runtime.client import AvatarClient
+
+    url = f"ws://127.0.0.1:{port}/ws"
+    clients = [AvatarClient(url, keep_frames=True, frame_region=box) for _ in range(n_sessions)]
+    for c in clients:
+        await c.__aenter__()
+        await c.start_media()
+    for c in clients:
+        await c.wait_video(25, timeout=30)
+    await asyncio.sleep(1.0)  # warm-up: idle baseline
+    cpu0, rss0 = _proc_stats(pid)
+    wall0 = time.monotonic()
+    onsets = [[] for _ in clients]
+    rng = np.random.default_rng(0)
+    await asyncio.gather(*(_drive(c, prompts, seconds, rng, o) for c, o in zip(clients, onsets)))
+    await asyncio.sleep(1.5)
+    cpu1, rss1 = _proc_stats(pid)
+    wall1 = time.monotonic()
+    health = _get_json(f"http://127.0.0.1:{port}/healthz")
+    per_session, latencies = [], []
+    for c, onset_times in zip(clients, onsets):
+        r = c.received
+        dark = np.array([_darkness(f) for f in r.frames])
+        v_pts, v_t = _timeline(r.video, 90000.0)
+        a_pts, a_t = _timeline([(t, p) for t, p, _x in r.audio], 48000.0)
+        audio = np.concatenate([x for _t, _p, x in r.audio])
+        base = float(np.median(dark[v_t < wall0])) if (v_t < wall0).any() else float(dark.min())
+        level = base + 0.3 * (np.percentile(dark, 95) - base)
+        arrivals = np.array([t for t, _p, _tb in r.video])
+        for t_on in onset_times:
+            after = np.flatnonzero((arrivals >= t_on) & (dark > level))
+            if len(after):
+                latencies.append((arrivals[after[0]] - t_on) * 1000)
+        steps = np.diff(v_pts) * 25.0
+        span = arrivals[-1] - arrivals[0]
+        off, corr = _offset(v_t + 0.02, dark, a_t, audio, wall0, wall1)
+        off0, _ = _offset(v_t + 0.02, dark, a_t, audio, wall0, min(wall1, wall0 + 60))
+        off1, _ = _offset(v_t + 0.02, dark, a_t, audio, max(wall0, wall1 - 60), wall1)
+        per_session.append({
+            "frames": len(r.video),
+            "delivered_fps": round(len(r.video) / span, 2) if span > 0 else 0.0,
+            "frames_missing": int(np.sum(np.maximum(np.round(steps) - 1, 0))),
+            "av_offset_ms": off, "av_corr": corr,
+            "av_offset_start_ms": off0, "av_offset_end_ms": off1,
+            "utterances": len(onset_times),
+        })
+    for c in clients:
+        await c.close()
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    offsets = [s["av_offset_ms"] for s in per_session]
+    return {
+        "sessions": n_sessions, "seconds": round(wall1 - wall0, 1),
+        "onset_to_mouth_ms": {"median": round(float(np.median(lat)), 1),
+                              "p95": round(float(np.percentile(lat, 95)), 1),
+                              "n": int(np.isfinite(lat).sum())},
+        "av_offset_ms": round(float(np.median(offsets)), 1),
+        "delivered_fps_min": min(s["delivered_fps"] for s in per_session),
+        "per_session": per_session,
+        "server": {"cpu_percent": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 1),
+                   "rss_start_mb": round(rss0, 1), "rss_end_mb": round(rss1, 1),
+                   "rss_growth_mb": round(rss1 - rss0, 1),
+                   "late_ticks": health.get("late_ticks"), "backend": health.get("backend"),
+                   "size": health.get("size")},
+    }
