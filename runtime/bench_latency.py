@@ -214,7 +214,7 @@ async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: li
         r = c.received
         dark = np.array([_darkness(f) for f in r.frames])
         v_pts, v_t = _timeline(r.video, 90000.0)
-        a_pts, a_t = _timeline([(t, p) for t, p, _x in r.audio], 48000.0)
+        _a_pts, a_t = _timeline([(t, p) for t, p, _x in r.audio], 48000.0)
         audio = np.concatenate([x for _t, _p, x in r.audio])
         base = float(np.median(dark[v_t < wall0])) if (v_t < wall0).any() else float(dark.min())
         level = base + 0.3 * (np.percentile(dark, 95) - base)
