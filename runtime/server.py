@@ -234,9 +234,9 @@ class Server:
                 return self._response(401, b"missing or invalid token\n", "text/plain")
             return None  # go on with the WebSocket handshake
         if path == "/healthz":
-            body = json.dumps(self.health()).encode()
-            status = 200 if self.health()["status"] == "ok" else 503
-            return self._response(status, body, "application/json")
+            health = self.health()
+            status = 200 if health["status"] == "ok" else 503
+            return self._response(status, json.dumps(health).encode(), "application/json")
         if path == "/metrics":
             return self._response(200, self.metrics.text(),
                                   "text/plain; version=0.0.4; charset=utf-8")
@@ -523,12 +523,6 @@ class ServerHandle:
     @property
     def ws_url(self) -> str:
         return f"ws://{self.server.config.host}:{self.server.port}/ws"
-
-    def call(self, fn, *args):
-        """Run ``fn(*args)`` on the server's loop and return its result."""
-        async def wrapper():
-            return fn(*args)
-        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(10)
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(15)

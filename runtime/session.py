@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
+from aiortc.mediastreams import MediaStreamTrack
 
 from engines.audio import HOP_SECONDS, OUTPUT_SAMPLE_RATE, SAMPLE_RATE, WINDOW_SECONDS
 from engines.visemes import MOTION_COEFFICIENTS
@@ -46,7 +47,8 @@ class Utterance:
     """Speech queued for playing: float32 chunks at 48 kHz, in order.
 
     ``total`` samples queued so far; ``taken`` taken from the queue; ``played`` output so far;
-    ``done`` when no more chunks will come (``audio_end``, or a TTS utterance).
+    ``done`` when no more chunks will come (``audio_end``, or a TTS utterance); ``started`` /
+    ``ended`` once its ``speech_started`` / ``speech_ended`` event has been sent.
     """
 
     id: str
@@ -56,6 +58,7 @@ class Utterance:
     played: int = 0
     done: bool = False
     started: bool = False
+    ended: bool = False
     created: float = field(default_factory=time.monotonic)
     first_audio: float | None = None
 
@@ -196,8 +199,6 @@ class Session:
     def __init__(self, session_id: str, avatar_state, motion_engine, fps: int = 25,
                  seed: int = 0, max_buffer_s: float = 60.0,
                  on_event: Callable[[dict], None] | None = None) -> None:
-        from aiortc.mediastreams import MediaStreamTrack  # noqa: F401 - fail early if missing
-
         from engines.motion import FpsResampler
         from runtime.behaviour import Behaviour
 
@@ -291,8 +292,8 @@ class Session:
                                    "_first_audio": u.first_audio or u.created})
                 u.played += n
                 speaking_now = speaking_now or n > 0
-                if u.done and u.played >= u.total and not getattr(u, "ended", False):
-                    u.ended = True  # type: ignore[attr-defined]
+                if u.done and u.played >= u.total and not u.ended:
+                    u.ended = True
                     events.append({"type": "speech_ended", "id": u.id,
                                    "played_ms": round(u.played / OUTPUT_SAMPLE_RATE * 1000),
                                    "duration_ms": round(u.duration_ms), "interrupted": False})
@@ -321,9 +322,9 @@ class Session:
             self._mute_rows = len(self._rows) + self.lookahead + 2
             self._rows.clear()
             for u in pending.values():
-                if getattr(u, "ended", False):
+                if u.ended:
                     continue
-                u.ended = True  # type: ignore[attr-defined]
+                u.ended = True
                 events.append({"type": "speech_ended", "id": u.id,
                                "played_ms": round(u.played / OUTPUT_SAMPLE_RATE * 1000),
                                "duration_ms": round(u.duration_ms), "interrupted": True})
@@ -357,13 +358,7 @@ class Session:
         self.audio_track.stop()
 
 
-def _track_base():
-    from aiortc.mediastreams import MediaStreamTrack
-
-    return MediaStreamTrack
-
-
-class _QueueTrack(_track_base()):  # type: ignore[misc]
+class _QueueTrack(MediaStreamTrack):
     """An aiortc track fed by the scheduler through a bounded queue (oldest dropped when full)."""
 
     def __init__(self, session: Session, maxsize: int) -> None:
