@@ -200,6 +200,8 @@ def test_demo_page_microphone_is_the_avatars_voice(server, page):
     mark = event_count(page)
     page.click("#mic")
     page.wait_for_function("() => document.querySelector('#avatar').microphoneActive")
+    # the page marks the toggle once startMicrophone() has resolved, just after the flag flips
+    page.wait_for_function("() => document.querySelector('#mic').getAttribute('aria-pressed') === 'true'")
     assert page.get_attribute("#mic", "aria-pressed") == "true"
     started = wait_for_event(page, "speechstart", since=mark)
     time.sleep(1.0)
