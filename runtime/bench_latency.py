@@ -6,18 +6,30 @@ Starts ``facecast serve`` as a child process on loopback, connects N aiortc clie
 On the received side it measures:
 
 * ``onset_to_mouth_ms``: from sending the chunk that holds a prompt's speech onset (first 10 ms
-  window within 30 dB of the prompt's peak) to the arrival of the first video frame whose mouth is
-  open. "Open" is judged from pixels only: the darkness of a box around the avatar's lips (the
-  rendered mouth cavity is dark) above 30% of its 95th percentile over the run, relative to the
-  idle baseline. Median and p95 over all prompts and sessions.
+  window within 30 dB of the prompt's peak) to the arrival of the first video frame whose mouth
+  has visibly moved. "Moved" is judged from pixels only, in a box around the avatar's lips
+  (``mouth_box``): the mean absolute difference from the mean of the 3 frames received before the
+  onset exceeds ``MOTION_FACTOR`` × the 99th percentile of the same measure at idle (a frame
+  against frames 5 earlier, over ``WARMUP_S`` of idle before speech: head drift, breathing and
+  codec noise). Searched until the prompt's end; prompts whose mouth never moves in that window
+  are counted in ``missed``. Median and p95 over all prompts and sessions.
+* ``voice_latency_ms``: from the same onset chunk to the arrival of the first received 20 ms
+  audio frame within 35 dB of the received peak.
+* Arrival is when a frame's last RTP packet reached the receiving peer (``Received.wire``): the
+  earliest it can be decoded and shown. ``*_released_ms`` report the same latencies at the time
+  aiortc's receiver hands the decoded frame over: its jitter buffer holds a video frame until the
+  first packet of the next frame arrives (one frame period more) and prefetches 4 audio packets
+  (80 ms more); a browser's receiver does neither.
 * ``av_offset_ms``: receiver-side offset of mouth darkness against the received voice's envelope
   by cross-correlation (``runtime.sync_eval``), each track's timeline taken from its pts mapped to
-  arrival time by a least-squares line (removes network/decoder jitter, keeps the tracks'
-  relative timing). Positive: the mouth lags the voice. Also over the first and the last 60 s
+  wire arrival time (``runtime.client.Received.wire``) by a least-squares line (removes
+  network/decoder jitter, keeps the tracks' relative timing as sent). Positive: the mouth lags the voice. Also over the first and the last 60 s
   (``av_offset_start_ms``, ``av_offset_end_ms``) to show drift in long runs.
 * delivered fps and frames missing (pts gaps) per session; the server's dropped frames and
   ``late_ticks`` (``/healthz``); the server process's CPU % (utime + stime over wall time, from
-  ``/proc``), RSS at the start and the end (after warm-up) and their difference.
+  ``/proc``), RSS at the start and the end (after warm-up) and their difference, and on runs
+  over 90 s also from the 60 s mark on (``rss_growth_after_60s_mb``: the first minute holds
+  one-off allocations, ONNX Runtime's arenas among them, that level off).
 """
 
 from __future__ import annotations
@@ -38,6 +50,13 @@ import numpy as np
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en")
 HELDOUT = Path(__file__).resolve().parents[1] / "tools" / "speech" / "heldout.txt"
 CHUNK_S = 0.02
+WARMUP_S = 3.0
+"""Seconds of idle received before speech starts (the baseline of the mouth-motion detector)."""
+MOTION_FACTOR = 1.5
+"""Mouth motion threshold as a multiple of the idle noise (99th percentile); see module doc."""
+MOTION_GAP = 5
+"""Frames between an idle frame and its reference when measuring idle noise (200 ms at 25 fps:
+about the time from onset to the first mouth motion, so head drift over that span counts)."""
 
 
 def heldout_prompts(limit: int | None = None) -> list[Path]:
@@ -136,7 +155,7 @@ async def _drive(client, prompts: list[tuple[np.ndarray, int]], seconds: float,
     end = time.monotonic() + seconds
     k = 0
     while time.monotonic() < end:
-        audio, rate = prompts[k % len(prompts)]
+        name, audio, rate = prompts[k % len(prompts)]
         k += 1
         step = int(CHUNK_S * rate)
         env = np.array([np.sqrt(np.mean(audio[i:i + rate // 100] ** 2) + 1e-12)
@@ -150,10 +169,76 @@ async def _drive(client, prompts: list[tuple[np.ndarray, int]], seconds: float,
             if delay > 0:
                 await asyncio.sleep(delay)
             if i <= onset < i + step:
-                onsets.append(time.monotonic())
+                onsets.append((time.monotonic(), start + len(audio) / rate + 0.5, name))
             await client.send_audio(audio[i:i + step], rate, uid)
         await client.send({"type": "audio_end", "id": uid})
         await asyncio.sleep(len(audio) / rate - (time.monotonic() - start) + rng.uniform(0.6, 1.2))
+
+
+def _motion(frames: list, i: int, ref: np.ndarray) -> float:
+    return float(np.abs(frames[i].astype(np.float32) - ref).mean())
+
+
+def _reference(frames: list, i: int) -> np.ndarray:
+    return np.mean([f.astype(np.float32) for f in frames[max(0, i - 3):i]], axis=0)
+
+
+def mouth_latencies(frames: list, arrivals: np.ndarray, onsets: list[tuple[float, float, str]],
+                    ) -> list[float]:
+    """Onset → first frame with visible mouth motion, in ms, per prompt (NaN: none before the
+    prompt's end; see the module docstring).
+
+    Args:
+        frames: received mouth-box crops, uint8 [h, w, 3], in arrival order.
+        arrivals: float64 [n] arrival time of each frame (``time.monotonic`` seconds).
+        onsets: (onset send time s, prompt end time s, prompt name) per prompt.
+    """
+    idle_end = onsets[0][0] if onsets else np.inf
+    idle = [i for i in range(MOTION_GAP + 3, len(frames)) if arrivals[i] < idle_end]
+    if len(idle) < 10:
+        raise RuntimeError("too little idle video before speech to measure the noise")
+    noise = [_motion(frames, i, _reference(frames, i - MOTION_GAP + 1)) for i in idle]
+    threshold = MOTION_FACTOR * float(np.percentile(noise, 99))
+    out = []
+    for t_on, t_end, _name in onsets:
+        i0 = int(np.searchsorted(arrivals, t_on))
+        ref = _reference(frames, max(i0, 1))
+        hit = next((i for i in range(i0, len(frames)) if arrivals[i] <= t_end
+                    and _motion(frames, i, ref) > threshold), None)
+        out.append(np.nan if hit is None else (arrivals[hit] - t_on) * 1000)
+    return out
+
+
+def voice_latencies(audio: list, onsets: list[tuple[float, float, str]]) -> list[float]:
+    """Onset → arrival of the first received audio frame within 35 dB of the received peak, ms,
+    per prompt (NaN: none before the prompt's end).
+
+    Args:
+        audio: (arrival s, pts, float32 [n] samples) per received frame.
+        onsets: (onset send time s, prompt end time s, prompt name) per prompt.
+    """
+    arrivals = np.array([t for t, _p, _x in audio])
+    level = np.array([10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-12)
+                      for _t, _p, x in audio])
+    loud = level > level.max() - 35.0
+    out = []
+    for t_on, t_end, _name in onsets:
+        hit = np.flatnonzero((arrivals >= t_on) & (arrivals <= t_end) & loud)
+        out.append((arrivals[hit[0]] - t_on) * 1000 if len(hit) else np.nan)
+    return out
+
+
+def _ms(x: float) -> float | None:
+    return None if np.isnan(x) else round(float(x), 1)
+
+
+def _summary(per_prompt: list[dict], key: str) -> dict:
+    """Median, p95, count and misses of one per-prompt latency."""
+    x = np.array([p[key] for p in per_prompt if p[key] is not None], dtype=np.float64)
+    if not len(x):
+        return {"median": None, "p95": None, "n": 0, "missed": len(per_prompt)}
+    return {"median": round(float(np.median(x)), 1), "p95": round(float(np.percentile(x, 95)), 1),
+            "n": len(x), "missed": len(per_prompt) - len(x)}
 
 
 def bench_latency(sessions: int = 1, seconds: float = 30.0, size: int = 256,
@@ -161,8 +246,8 @@ def bench_latency(sessions: int = 1, seconds: float = 30.0, size: int = 256,
     """Run the benchmark; returns the JSON-ready figures (see the module docstring)."""
     from runtime.audio_io import load_audio
 
-    prompts = [load_audio(p) for p in heldout_prompts()]
-    prompts = [(a, r) for a, r in prompts if 1.0 <= len(a) / r <= 5.0][:24]  # sentence-sized
+    prompts = [(p.stem, *load_audio(p)) for p in heldout_prompts()]
+    prompts = [(n, a, r) for n, a, r in prompts if 1.0 <= len(a) / r <= 5.0][:24]  # sentences
     box = mouth_box(avatar)
     port = _free_port()
     cmd = [sys.executable, "-m", "runtime.cli", "serve", "--port", str(port), "--size", str(size),
@@ -199,30 +284,46 @@ async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: li
         await c.start_media()
     for c in clients:
         await c.wait_video(25, timeout=30)
-    await asyncio.sleep(1.0)  # warm-up: idle baseline
+    await asyncio.sleep(WARMUP_S)  # warm-up: idle baseline
     cpu0, rss0 = _proc_stats(pid)
     wall0 = time.monotonic()
     onsets = [[] for _ in clients]
     rng = np.random.default_rng(0)
+    rss_trace: list[tuple[float, float]] = []
+
+    async def sample_rss() -> None:
+        while True:
+            rss_trace.append((time.monotonic() - wall0, _proc_stats(pid)[1]))
+            await asyncio.sleep(5.0)
+
+    sampler = asyncio.get_running_loop().create_task(sample_rss())
     await asyncio.gather(*(_drive(c, prompts, seconds, rng, o) for c, o in zip(clients, onsets)))
     await asyncio.sleep(1.5)
+    sampler.cancel()
     cpu1, rss1 = _proc_stats(pid)
     wall1 = time.monotonic()
     health = _get_json(f"http://127.0.0.1:{port}/healthz")
-    per_session, latencies = [], []
+    per_session, per_prompt = [], []
     for c, onset_times in zip(clients, onsets):
         r = c.received
         dark = np.array([_darkness(f) for f in r.frames])
-        v_pts, v_t = _timeline(r.video, 90000.0)
-        _a_pts, a_t = _timeline([(t, p) for t, p, _x in r.audio], 48000.0)
+        # track timelines on the wire clock (see ``Received``): what the server sent, before
+        # the aiortc receiver's unequal audio/video buffering
+        v_pts, v_t = _timeline([(r.wire.get(("video", p), t), p) for t, p, _tb in r.video],
+                               90000.0)
+        _a_pts, a_t = _timeline([(r.wire.get(("audio", p), t), p) for t, p, _x in r.audio],
+                                48000.0)
         audio = np.concatenate([x for _t, _p, x in r.audio])
-        base = float(np.median(dark[v_t < wall0])) if (v_t < wall0).any() else float(dark.min())
-        level = base + 0.3 * (np.percentile(dark, 95) - base)
         arrivals = np.array([t for t, _p, _tb in r.video])
-        for t_on in onset_times:
-            after = np.flatnonzero((arrivals >= t_on) & (dark > level))
-            if len(after):
-                latencies.append((arrivals[after[0]] - t_on) * 1000)
+        wire_v = np.array([r.wire.get(("video", p), t) for t, p, _tb in r.video])
+        wire_a = [(r.wire.get(("audio", p), t), p, x) for t, p, x in r.audio]
+        for (_t, _e, name), m, v, m_rel, v_rel in zip(
+                onset_times, mouth_latencies(r.frames, wire_v, onset_times),
+                voice_latencies(wire_a, onset_times),
+                mouth_latencies(r.frames, arrivals, onset_times),
+                voice_latencies(r.audio, onset_times)):
+            per_prompt.append({"prompt": name, "mouth_ms": _ms(m), "voice_ms": _ms(v),
+                               "mouth_released_ms": _ms(m_rel), "voice_released_ms": _ms(v_rel)})
         steps = np.diff(v_pts) * 25.0
         span = arrivals[-1] - arrivals[0]
         off, corr = _offset(v_t + 0.02, dark, a_t, audio, wall0, wall1)
@@ -238,19 +339,25 @@ async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: li
         })
     for c in clients:
         await c.close()
-    lat = np.array(latencies) if latencies else np.array([np.nan])
     offsets = [s["av_offset_ms"] for s in per_session]
+    later = [m for t, m in rss_trace if t >= 60.0]
+    rss_60 = round(later[0], 1) if later and wall1 - wall0 > 90 else None
     return {
         "sessions": n_sessions, "seconds": round(wall1 - wall0, 1),
-        "onset_to_mouth_ms": {"median": round(float(np.median(lat)), 1),
-                              "p95": round(float(np.percentile(lat, 95)), 1),
-                              "n": int(np.isfinite(lat).sum())},
+        "onset_to_mouth_ms": _summary(per_prompt, "mouth_ms"),
+        "voice_latency_ms": _summary(per_prompt, "voice_ms"),
+        "onset_to_mouth_released_ms": _summary(per_prompt, "mouth_released_ms"),
+        "voice_latency_released_ms": _summary(per_prompt, "voice_released_ms"),
         "av_offset_ms": round(float(np.median(offsets)), 1),
         "delivered_fps_min": min(s["delivered_fps"] for s in per_session),
         "per_session": per_session,
+        "per_prompt": per_prompt,
         "server": {"cpu_percent": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 1),
                    "rss_start_mb": round(rss0, 1), "rss_end_mb": round(rss1, 1),
                    "rss_growth_mb": round(rss1 - rss0, 1),
+                   "rss_after_60s_mb": rss_60,
+                   "rss_growth_after_60s_mb": None if rss_60 is None else round(rss1 - rss_60, 1),
+                   "rss_max_mb": round(max([rss1] + [m for _t, m in rss_trace]), 1),
                    "late_ticks": health.get("late_ticks"), "backend": health.get("backend"),
                    "size": health.get("size")},
     }

@@ -22,12 +22,20 @@ class Received:
 
     video: [(arrival, pts, time_base)], frames: [uint8 RGB images] when kept,
     audio: [(arrival, pts, float32 mono samples at 48 kHz)], events: [(arrival, message)].
+    ``arrival`` is when aiortc's receiver released the decoded frame. ``wire`` maps
+    (kind, RTP timestamp) → when the frame's last RTP packet arrived (the marker-bit packet for
+    video; RTP timestamps counted from the first, as aiortc counts received pts): the earliest
+    a receiver could decode it. aiortc's video jitter buffer releases a
+    frame only when the first packet of the next one arrives (one frame period later), and its
+    audio buffer prefetches 4 packets (80 ms); browsers do neither, so ``wire`` is the fairer
+    clock for latency.
     """
 
     video: list = field(default_factory=list)
     frames: list = field(default_factory=list)
     audio: list = field(default_factory=list)
     events: list = field(default_factory=list)
+    wire: dict = field(default_factory=dict)
 
 
 class AvatarClient:
@@ -133,8 +141,8 @@ class AvatarClient:
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
         self.pc = pc = RTCPeerConnection()
-        pc.addTransceiver("video", direction="recvonly")
-        pc.addTransceiver("audio", direction="recvonly")
+        for kind in ("video", "audio"):
+            self._record_wire(pc.addTransceiver(kind, direction="recvonly").receiver, kind)
 
         @pc.on("track")
         def on_track(track) -> None:
@@ -146,6 +154,24 @@ class AvatarClient:
         if reply["type"] == "error":
             raise ConnectionError(f"offer refused: {reply}")
         await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+
+    def _record_wire(self, receiver, kind: str) -> None:
+        """Note when each frame's last RTP packet arrives (``Received.wire``). aiortc has no
+        public hook for packet arrival, so this wraps ``RTCRtpReceiver._handle_rtp_packet``
+        (aiortc 1.16, pinned); the packet is handled unchanged."""
+        handle = receiver._handle_rtp_packet
+        wire = self.received.wire
+        origin: list[int] = []
+
+        async def timed(packet, arrival_time_ms: int) -> None:
+            if not origin:
+                origin.append(packet.timestamp)
+            if kind == "audio" or packet.marker:
+                # aiortc's receiver makes pts = RTP timestamp - the first one (TimestampMapper)
+                wire[(kind, (packet.timestamp - origin[0]) % 2**32)] = time.monotonic()
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = timed
 
     async def _consume(self, track) -> None:
         from aiortc.mediastreams import MediaStreamError

@@ -1,0 +1,71 @@
+"""``facecast bench latency``: its detectors on frames with known timing, and one short real run
+(server child process, aiortc peer on loopback, Asterisk speech)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime import bench_latency as B
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _frames(n: int, moves_at: list[int], seed: int = 0) -> list[np.ndarray]:
+    """Mouth-box crops: grey noise (codec/drift noise, ±2 levels) and a dark 'opening' from
+    each frame index in ``moves_at`` for 10 frames."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        img = np.full((24, 48, 3), 150.0) + rng.normal(0, 2, (24, 48, 3))
+        if any(m <= i < m + 10 for m in moves_at):
+            img[8:16, 12:36] = 40.0
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return out
+
+
+def test_mouth_latency_finds_the_first_moving_frame() -> None:
+    fps = 25.0
+    arrivals = np.arange(300) / fps
+    frames = _frames(300, [105, 205])
+    # onsets sent 0.2 s before the frames that move; a third prompt whose mouth never moves
+    onsets = [(105 / fps - 0.2, 105 / fps + 1.0, "a"), (205 / fps - 0.2, 205 / fps + 1.0, "b"),
+              (270 / fps, 299 / fps, "c")]
+    lat = B.mouth_latencies(frames, arrivals, onsets)
+    assert lat[0] == pytest.approx(200.0, abs=1e-6)
+    assert lat[1] == pytest.approx(200.0, abs=1e-6)
+    assert np.isnan(lat[2])
+
+
+def test_mouth_latency_needs_idle_before_speech() -> None:
+    with pytest.raises(RuntimeError, match="idle"):
+        B.mouth_latencies(_frames(20, []), np.arange(20) / 25.0, [(0.1, 0.5, "a")])
+
+
+def test_voice_latency_is_the_first_loud_frame() -> None:
+    quiet = np.full(960, 1e-4, np.float32)
+    loud = np.full(960, 0.3, np.float32)
+    audio = [(k * 0.02, k * 960, loud if 60 <= k < 100 else quiet) for k in range(150)]
+    lat = B.voice_latencies(audio, [(1.0, 2.5, "a"), (2.1, 2.9, "b")])
+    assert lat[0] == pytest.approx(200.0, abs=1e-6)
+    assert np.isnan(lat[1])
+
+
+def test_bench_latency_command_runs_end_to_end() -> None:
+    """A short real run prints the JSON the README documents, with sane values."""
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "bench", "latency", "--sessions",
+                          "1", "--seconds", "6", "--json"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=220, check=True)
+    r = json.loads(out.stdout)
+    assert r["sessions"] == 1 and r["per_session"][0]["frames"] > 100
+    assert r["onset_to_mouth_ms"]["n"] >= 1 and r["voice_latency_ms"]["n"] >= 1
+    # the voice cannot come back before it was sent, nor (on loopback) seconds later
+    assert 40.0 < r["voice_latency_ms"]["median"] < 2000.0
+    assert r["onset_to_mouth_ms"]["median"] > 40.0
+    assert r["per_prompt"][0]["prompt"]
+    assert r["server"]["rss_end_mb"] > 0 and r["server"]["backend"]
