@@ -7,12 +7,16 @@ On the received side it measures:
 
 * ``onset_to_mouth_ms``: from sending the chunk that holds a prompt's speech onset (first 10 ms
   window within 30 dB of the prompt's peak) to the arrival of the first video frame whose mouth
-  has visibly moved. "Moved" is judged from pixels only, in a box around the avatar's lips
-  (``mouth_box``): the mean absolute difference from the mean of the 3 frames received before the
-  onset exceeds ``MOTION_FACTOR`` × the 99th percentile of the same measure at idle (a frame
-  against frames 5 earlier, over ``WARMUP_S`` of idle before speech: head drift, breathing and
-  codec noise). Searched until the prompt's end; prompts whose mouth never moves in that window
-  are counted in ``missed``. Median and p95 over all prompts and sessions.
+  opens. "Opens" is judged from pixels only, in a box around the avatar's lips (``mouth_box``,
+  room for head motion): the box's mean darkness (the open mouth shows the dark cavity; the mean
+  barely changes when the head shifts the lips inside the box) rises above its mean over the 3
+  frames received before the onset by more than ``MOTION_FACTOR`` × the 99th percentile of the
+  same measure at idle (a frame against frames 5 earlier, over ``WARMUP_S`` of idle before speech:
+  head drift, breathing and codec noise), and at least ``MOTION_FLOOR``. Searched until the
+  prompt's end (+0.5 s); prompts whose mouth never opens in that window are counted in
+  ``missed``. Median and p95 over all prompts and sessions. The figure includes how soon each
+  prompt's first sounds open the mouth at all: a lightly articulated first syllable ("the …")
+  opens it late even with no system delay (``per_prompt`` shows it prompt by prompt).
 * ``voice_latency_ms``: from the same onset chunk to the arrival of the first received 20 ms
   audio frame within 35 dB of the received peak.
 * Arrival is when a frame's last RTP packet reached the receiving peer (``Received.wire``): the
@@ -24,7 +28,10 @@ On the received side it measures:
   by cross-correlation (``runtime.sync_eval``), each track's timeline taken from its pts mapped to
   wire arrival time (``runtime.client.Received.wire``) by a least-squares line (removes
   network/decoder jitter, keeps the tracks' relative timing as sent). Positive: the mouth lags the voice. Also over the first and the last 60 s
-  (``av_offset_start_ms``, ``av_offset_end_ms``) to show drift in long runs.
+  (``av_offset_start_ms``, ``av_offset_end_ms``); these depend on what was said in each
+  window. ``av_clock_drift_ms`` measures drift without content: how much the video stream's
+  pts-to-arrival lag changed against the audio stream's from the first to the last 60 s
+  (``clock_drift_ms``).
 * delivered fps and frames missing (pts gaps) per session; the server's dropped frames and
   ``late_ticks`` (``/healthz``); the server process's CPU % (utime + stime over wall time, from
   ``/proc``), RSS at the start and the end (after warm-up) and their difference, and on runs
@@ -52,8 +59,10 @@ HELDOUT = Path(__file__).resolve().parents[1] / "tools" / "speech" / "heldout.tx
 CHUNK_S = 0.02
 WARMUP_S = 3.0
 """Seconds of idle received before speech starts (the baseline of the mouth-motion detector)."""
-MOTION_FACTOR = 1.5
-"""Mouth motion threshold as a multiple of the idle noise (99th percentile); see module doc."""
+MOTION_FACTOR = 2.0
+"""Mouth-opening threshold as a multiple of the idle noise (99th percentile); see module doc."""
+MOTION_FLOOR = 1.0
+"""Least darkness rise (grey levels, 0–255) counted as opening, whatever the idle noise."""
 MOTION_GAP = 5
 """Frames between an idle frame and its reference when measuring idle noise (200 ms at 25 fps:
 about the time from onset to the first mouth motion, so head drift over that span counts)."""
@@ -175,36 +184,33 @@ async def _drive(client, prompts: list[tuple[np.ndarray, int]], seconds: float,
         await asyncio.sleep(len(audio) / rate - (time.monotonic() - start) + rng.uniform(0.6, 1.2))
 
 
-def _motion(frames: list, i: int, ref: np.ndarray) -> float:
-    return float(np.abs(frames[i].astype(np.float32) - ref).mean())
-
-
-def _reference(frames: list, i: int) -> np.ndarray:
-    return np.mean([f.astype(np.float32) for f in frames[max(0, i - 3):i]], axis=0)
-
-
-def mouth_latencies(frames: list, arrivals: np.ndarray, onsets: list[tuple[float, float, str]],
-                    ) -> list[float]:
-    """Onset → first frame with visible mouth motion, in ms, per prompt (NaN: none before the
-    prompt's end; see the module docstring).
+def mouth_latencies(darkness: np.ndarray, arrivals: np.ndarray,
+                    onsets: list[tuple[float, float, str]]) -> list[float]:
+    """Onset → first frame whose mouth opens, in ms, per prompt (NaN: none before the prompt's
+    end; see the module docstring).
 
     Args:
-        frames: received mouth-box crops, uint8 [h, w, 3], in arrival order.
+        darkness: float [n] mouth-box darkness per received frame (``_darkness``), in arrival
+            order.
         arrivals: float64 [n] arrival time of each frame (``time.monotonic`` seconds).
         onsets: (onset send time s, prompt end time s, prompt name) per prompt.
+
+    Raises:
+        RuntimeError: fewer than 10 idle frames before the first onset (no noise estimate).
     """
     idle_end = onsets[0][0] if onsets else np.inf
-    idle = [i for i in range(MOTION_GAP + 3, len(frames)) if arrivals[i] < idle_end]
+    idle = [i for i in range(MOTION_GAP + 3, len(darkness)) if arrivals[i] < idle_end]
     if len(idle) < 10:
         raise RuntimeError("too little idle video before speech to measure the noise")
-    noise = [_motion(frames, i, _reference(frames, i - MOTION_GAP + 1)) for i in idle]
-    threshold = MOTION_FACTOR * float(np.percentile(noise, 99))
+    noise = [abs(darkness[i] - darkness[i - MOTION_GAP - 2:i - MOTION_GAP + 1].mean())
+             for i in idle]
+    threshold = max(MOTION_FACTOR * float(np.percentile(noise, 99)), MOTION_FLOOR)
     out = []
     for t_on, t_end, _name in onsets:
         i0 = int(np.searchsorted(arrivals, t_on))
-        ref = _reference(frames, max(i0, 1))
-        hit = next((i for i in range(i0, len(frames)) if arrivals[i] <= t_end
-                    and _motion(frames, i, ref) > threshold), None)
+        base = float(darkness[max(0, i0 - 3):max(i0, 1)].mean())
+        hit = next((i for i in range(i0, len(darkness)) if arrivals[i] <= t_end
+                    and darkness[i] - base > threshold), None)
         out.append(np.nan if hit is None else (arrivals[hit] - t_on) * 1000)
     return out
 
@@ -226,6 +232,33 @@ def voice_latencies(audio: list, onsets: list[tuple[float, float, str]]) -> list
         hit = np.flatnonzero((arrivals >= t_on) & (arrivals <= t_end) & loud)
         out.append((arrivals[hit[0]] - t_on) * 1000 if len(hit) else np.nan)
     return out
+
+
+def clock_drift_ms(video: list[tuple[float, int]], audio: list[tuple[float, int]],
+                   t0: float, t1: float, window: float = 60.0) -> float:
+    """Change of the video track's timing against the audio track's between the first and the
+    last ``window`` seconds of [t0, t1), ms (positive: video fell behind).
+
+    Each track's lag is wire arrival − pts time (video pts at 90 kHz, audio at 48 kHz, as RTP
+    carries them); the median of (video lag − audio lag) is taken in each window. The tracks'
+    RTP origins are arbitrary, so only the change means anything: how far one stream's clock
+    drifted from the other's. Content-free, unlike the cross-correlation offsets.
+
+    Args:
+        video, audio: (wire arrival s, pts) per received frame.
+    """
+    v = np.array([(t, p / 90000.0) for t, p in video])
+    a = np.array([(t, p / 48000.0) for t, p in audio])
+    w = min(window, (t1 - t0) / 2)
+
+    def rel(lo: float, hi: float) -> float:
+        vs = v[(v[:, 0] >= lo) & (v[:, 0] < hi)]
+        as_ = a[(a[:, 0] >= lo) & (a[:, 0] < hi)]
+        if not len(vs) or not len(as_):
+            return float("nan")
+        return float(np.median(vs[:, 0] - vs[:, 1]) - np.median(as_[:, 0] - as_[:, 1]))
+
+    return round((rel(t1 - w, t1) - rel(t0, t0 + w)) * 1000, 1)
 
 
 def _ms(x: float) -> float | None:
@@ -317,10 +350,12 @@ async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: li
         arrivals = np.array([t for t, _p, _tb in r.video])
         wire_v = np.array([r.wire.get(("video", p), t) for t, p, _tb in r.video])
         wire_a = [(r.wire.get(("audio", p), t), p, x) for t, p, x in r.audio]
+        drift = clock_drift_ms([(t, p) for t, (_r, p, _tb) in zip(wire_v, r.video)],
+                               [(t, p) for t, p, _x in wire_a], wall0, wall1)
         for (_t, _e, name), m, v, m_rel, v_rel in zip(
-                onset_times, mouth_latencies(r.frames, wire_v, onset_times),
+                onset_times, mouth_latencies(dark, wire_v, onset_times),
                 voice_latencies(wire_a, onset_times),
-                mouth_latencies(r.frames, arrivals, onset_times),
+                mouth_latencies(dark, arrivals, onset_times),
                 voice_latencies(r.audio, onset_times)):
             per_prompt.append({"prompt": name, "mouth_ms": _ms(m), "voice_ms": _ms(v),
                                "mouth_released_ms": _ms(m_rel), "voice_released_ms": _ms(v_rel)})
@@ -335,6 +370,7 @@ async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: li
             "frames_missing": int(np.sum(np.maximum(np.round(steps) - 1, 0))),
             "av_offset_ms": off, "av_corr": corr,
             "av_offset_start_ms": off0, "av_offset_end_ms": off1,
+            "av_clock_drift_ms": drift,
             "utterances": len(onset_times),
         })
     for c in clients:

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _frames(n: int, moves_at: list[int], seed: int = 0) -> list[np.ndarray]:
-    """Mouth-box crops: grey noise (codec/drift noise, ±2 levels) and a dark 'opening' from
-    each frame index in ``moves_at`` for 10 frames."""
+    """Mouth-box crops: grey noise (codec/drift noise, ±2 levels) and a dark 'opening' (the
+    cavity) from each frame index in ``moves_at`` for 10 frames."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -32,7 +32,7 @@ def _frames(n: int, moves_at: list[int], seed: int = 0) -> list[np.ndarray]:
 def test_mouth_latency_finds_the_first_moving_frame() -> None:
     fps = 25.0
     arrivals = np.arange(300) / fps
-    frames = _frames(300, [105, 205])
+    frames = np.array([B._darkness(f) for f in _frames(300, [105, 205])])
     # onsets sent 0.2 s before the frames that move; a third prompt whose mouth never moves
     onsets = [(105 / fps - 0.2, 105 / fps + 1.0, "a"), (205 / fps - 0.2, 205 / fps + 1.0, "b"),
               (270 / fps, 299 / fps, "c")]
@@ -44,7 +44,7 @@ def test_mouth_latency_finds_the_first_moving_frame() -> None:
 
 def test_mouth_latency_needs_idle_before_speech() -> None:
     with pytest.raises(RuntimeError, match="idle"):
-        B.mouth_latencies(_frames(20, []), np.arange(20) / 25.0, [(0.1, 0.5, "a")])
+        B.mouth_latencies(np.zeros(20), np.arange(20) / 25.0, [(0.1, 0.5, "a")])
 
 
 def test_voice_latency_is_the_first_loud_frame() -> None:
@@ -54,6 +54,17 @@ def test_voice_latency_is_the_first_loud_frame() -> None:
     lat = B.voice_latencies(audio, [(1.0, 2.5, "a"), (2.1, 2.9, "b")])
     assert lat[0] == pytest.approx(200.0, abs=1e-6)
     assert np.isnan(lat[1])
+
+
+def test_clock_drift_sees_a_stream_falling_behind() -> None:
+    """Video whose arrival lags its pts grows 20 ms over 200 s; the two 60 s windows'
+    centres (30 s, 170 s) differ by 14 ms of it."""
+    t = np.arange(0, 200, 0.04)
+    video = [(x + 0.1 + 0.02 * x / 200, round(x * 90000)) for x in t]
+    audio = [(x + 0.05, round(x * 48000)) for x in np.arange(0, 200, 0.02)]
+    assert B.clock_drift_ms(video, audio, 0.0, 200.0) == pytest.approx(14.0, abs=1.0)
+    steady = [(x + 0.1, round(x * 90000)) for x in t]
+    assert abs(B.clock_drift_ms(steady, audio, 0.0, 200.0)) < 0.5
 
 
 def test_bench_latency_command_runs_end_to_end() -> None:
@@ -68,4 +79,5 @@ def test_bench_latency_command_runs_end_to_end() -> None:
     assert 40.0 < r["voice_latency_ms"]["median"] < 2000.0
     assert r["onset_to_mouth_ms"]["median"] > 40.0
     assert r["per_prompt"][0]["prompt"]
+    assert abs(r["per_session"][0]["av_clock_drift_ms"]) < 40.0
     assert r["server"]["rss_end_mb"] > 0 and r["server"]["backend"]

@@ -6,6 +6,7 @@ the server tests are skipped until `runtime.server` is importable.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -176,6 +177,10 @@ def test_demo_page_speaks_and_interrupts(server, page, tmp_path):
 
     stats = page.evaluate("document.querySelector('#avatar').stats()")
     assert stats["framesDecoded"] > 10, stats
+    if OUT_DIR.is_dir():  # what the screenshot was taken with, for the record
+        (OUT_DIR / "widget-demo.json").write_text(json.dumps(
+            {"audio_before": before, "audio_during": during, "video": video, "stats": stats},
+            indent=1))
 
     # The demo page reports the speech event.
     assert "speech_started" in page.inner_text("#log")

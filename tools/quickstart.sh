@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # facecast quickstart: set everything up, then run the main job or the whole test suite.
 #
-#   bash tools/quickstart.sh demo   # set up, then run the main job (see README)
-#   bash tools/quickstart.sh test   # set up, then run the whole test suite
+#   bash tools/quickstart.sh demo     # set up, then run the main job: facecast serve (see README)
+#   bash tools/quickstart.sh offline  # set up, render out/demo.mp4 and the rig/renderer previews
+#   bash tools/quickstart.sh test     # set up, then run the whole test suite
 #
 # Safe to run again: system packages are installed only when missing, the virtual environment
 # (.venv) is reused, and pip runs only when requirements.lock or pyproject.toml changed.
@@ -11,7 +12,7 @@
 set -euo pipefail
 
 mode="${1:-demo}"
-case "$mode" in demo|test|setup) ;; *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;; esac
+case "$mode" in demo|offline|test|setup) ;; *) echo "usage: $0 demo|offline|test|setup" >&2; exit 2 ;; esac
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -94,6 +95,10 @@ case "$mode" in
   setup)
     log "environment ready: source $venv/bin/activate" ;;
   demo)
+    log "starting facecast serve on the default avatar: open http://127.0.0.1:8765/ in a browser"
+    log "(type a sentence and press Speak, or switch the microphone on; Ctrl-C stops the server)"
+    exec facecast serve --avatar default --port "${FACECAST_PORT:-8765}" ;;
+  offline)
     mkdir -p out
     log "rendering the default avatar speaking a sentence (espeak-ng -> motion model -> renderer -> MP4)"
     facecast render --avatar default --out out/demo.mp4 \
