@@ -27,9 +27,9 @@ On the received side it measures:
 * ``av_offset_ms``: receiver-side offset of mouth darkness against the received voice's envelope
   by cross-correlation (``runtime.sync_eval``), each track's timeline taken from its pts mapped to
   wire arrival time (``runtime.client.Received.wire``) by a least-squares line (removes
-  network/decoder jitter, keeps the tracks' relative timing as sent). Positive: the mouth lags the voice. Also over the first and the last 60 s
-  (``av_offset_start_ms``, ``av_offset_end_ms``); these depend on what was said in each
-  window. ``av_clock_drift_ms`` measures drift without content: how much the video stream's
+  network/decoder jitter, keeps the tracks' relative timing as sent). Positive: the mouth lags
+  the voice. Also over the first and the last 60 s (``av_offset_start_ms``,
+  ``av_offset_end_ms``); these depend on what was said in each window. ``av_clock_drift_ms`` measures drift without content: how much the video stream's
   pts-to-arrival lag changed against the audio stream's from the first to the last 60 s
   (``clock_drift_ms``).
 * delivered fps and frames missing (pts gaps) per session; the server's dropped frames and
@@ -158,7 +158,7 @@ def _offset(video_t: np.ndarray, mouth: np.ndarray, audio_t: np.ndarray,
     return round((i - 40 + frac) * hop * 1000, 1), round(float(c[i]), 3)
 
 
-async def _drive(client, prompts: list[tuple[np.ndarray, int]], seconds: float,
+async def _drive(client, prompts: list[tuple[str, np.ndarray, int]], seconds: float,
                  rng: np.random.Generator, onsets: list[float]) -> None:
     """Push prompts in real time until ``seconds`` have passed."""
     end = time.monotonic() + seconds
@@ -340,21 +340,20 @@ async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: li
     for c, onset_times in zip(clients, onsets):
         r = c.received
         dark = np.array([_darkness(f) for f in r.frames])
-        # track timelines on the wire clock (see ``Received``): what the server sent, before
-        # the aiortc receiver's unequal audio/video buffering
-        v_pts, v_t = _timeline([(r.wire.get(("video", p), t), p) for t, p, _tb in r.video],
-                               90000.0)
-        _a_pts, a_t = _timeline([(r.wire.get(("audio", p), t), p) for t, p, _x in r.audio],
-                                48000.0)
-        audio = np.concatenate([x for _t, _p, x in r.audio])
         arrivals = np.array([t for t, _p, _tb in r.video])
-        wire_v = np.array([r.wire.get(("video", p), t) for t, p, _tb in r.video])
-        wire_a = [(r.wire.get(("audio", p), t), p, x) for t, p, x in r.audio]
-        drift = clock_drift_ms([(t, p) for t, (_r, p, _tb) in zip(wire_v, r.video)],
-                               [(t, p) for t, p, _x in wire_a], wall0, wall1)
+        # the wire clock (see ``Received``): what the server sent, before the aiortc receiver's
+        # unequal audio/video buffering
+        wire_v = [(r.wire.get(("video", p), t), p) for t, p, _tb in r.video]
+        wire_a = [(r.wire.get(("audio", p), t), p) for t, p, _x in r.audio]
+        v_pts, v_t = _timeline(wire_v, 90000.0)
+        _a_pts, a_t = _timeline(wire_a, 48000.0)
+        audio = np.concatenate([x for _t, _p, x in r.audio])
+        drift = clock_drift_ms(wire_v, wire_a, wall0, wall1)
+        wire_v_t = np.array([t for t, _p in wire_v])
+        wire_audio = [(t, p, x) for (t, p), (_r, _p, x) in zip(wire_a, r.audio)]
         for (_t, _e, name), m, v, m_rel, v_rel in zip(
-                onset_times, mouth_latencies(dark, wire_v, onset_times),
-                voice_latencies(wire_a, onset_times),
+                onset_times, mouth_latencies(dark, wire_v_t, onset_times),
+                voice_latencies(wire_audio, onset_times),
                 mouth_latencies(dark, arrivals, onset_times),
                 voice_latencies(r.audio, onset_times)):
             per_prompt.append({"prompt": name, "mouth_ms": _ms(m), "voice_ms": _ms(v),

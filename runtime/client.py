@@ -25,10 +25,10 @@ class Received:
     ``arrival`` is when aiortc's receiver released the decoded frame. ``wire`` maps
     (kind, RTP timestamp) → when the frame's last RTP packet arrived (the marker-bit packet for
     video; RTP timestamps counted from the first, as aiortc counts received pts): the earliest
-    a receiver could decode it. aiortc's video jitter buffer releases a
-    frame only when the first packet of the next one arrives (one frame period later), and its
-    audio buffer prefetches 4 packets (80 ms); browsers do neither, so ``wire`` is the fairer
-    clock for latency.
+    a receiver could decode it. aiortc's video jitter buffer releases a frame only when the
+    first packet of the next one arrives (one frame period later), and its audio buffer
+    prefetches 4 packets (80 ms); browsers do neither, so ``wire`` is the fairer clock for
+    latency.
     """
 
     video: list = field(default_factory=list)
