@@ -9,18 +9,36 @@ Timing: coefficient frame k describes the face at ``frame_time_s(k)`` = k · 10 
 (the centre of feature window k). The network output at step t is frame t − D (D =
 ``delay_frames``), so frame k is known once audio up to frame k + D's window end has arrived:
 the lookahead. At the end of a stream D frames of silence flush the rest out (``finish``).
+
+State resets in pauses: the GRU was trained on 3 s crops that start from a zero state
+(``tools/train_motion.py``), so after minutes of a live stream its state drifts where training
+never took it. Measured on a live session: after a dozen prompts the mouth stayed shut through
+"...to lock, or unlock" (jawOpen ≤ 0.16 where a fresh state gives 0.6). Both the offline and the
+streaming path therefore reset the state once ``RESET_AFTER_QUIET_FRAMES`` consecutive feature
+frames are quiet (``QuietGate``), which puts every utterance back where training started it. A
+silent pause resets to the state a zero state reaches in silence (``MotionEngine.rest_state``;
+zero itself replays a start-up jaw flicker); a pause of room noise resets to zero, the start
+of training's noise-only crops (the silence rest state followed by noise reads as a speech
+onset: the mouth opened on 86% of pink-noise frames in ``facecast eval lipsync``). The rule depends only on the features, so it cuts the
+graph at the same frames whatever the chunking, and streaming still equals offline.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
 
 from engines.audio import HOP_SECONDS, LOG_FLOOR, N_MELS, SAMPLE_RATE, WINDOW_SECONDS
 from engines.features import StreamingLogMel, log_mel
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 from engines.visemes import MOTION_COEFFICIENTS
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "motion.onnx"
@@ -28,6 +46,70 @@ CONTEXT_FRAMES = 2
 """Feature frames of left context the first convolution needs (kernel 3, valid padding).
 At a stream's start they are silence-floor frames."""
 _FLOOR = np.float32(np.log10(LOG_FLOOR))
+
+QUIET_DBFS = -50.0
+"""A feature frame below this level (dB re full scale, ``frame_level_db``) is quiet whatever
+the background: 10 dB under a quiet room's speech at arm's length."""
+QUIET_ABOVE_FLOOR_DB = 8.0
+"""...and so is one within this many dB of the noise floor (the quietest frame of the last
+``NOISE_FLOOR_FRAMES``), so a pause is found in a noisy room too. Speech runs 20–40 dB over
+the floor; stop closures (< 100 ms) come near it but are too short to reset."""
+NOISE_FLOOR_FRAMES = 300
+"""Feature frames (3 s) over which the noise floor is the minimum level."""
+RESET_AFTER_QUIET_FRAMES = 20
+"""Consecutive quiet frames (200 ms, a pause between phrases) after which the GRU state is
+reset (``MotionEngine.rest_state``); once per pause."""
+REST_FRAMES = 100
+"""Feature frames (1 s) of silence that define the rest state."""
+
+
+@lru_cache(maxsize=1)
+def _level_offset_db() -> float:
+    """Calibration of ``frame_level_db``: white noise at −30 dBFS RMS must read −30 dB."""
+    noise = np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32)
+    noise *= np.float32(10 ** (-30 / 20))
+    raw = 10 * np.log10(np.sum(10.0 ** log_mel(noise).astype(np.float64), axis=1))
+    return float(-30.0 - np.median(raw))
+
+
+def frame_level_db(feats: np.ndarray) -> np.ndarray:
+    """Level of log-mel frames float32 [T, 80] (``engines.features.log_mel``) → float64 [T], dB
+    re full scale, calibrated so white noise of RMS r reads 20·log10(r); digital silence reads
+    about −100 − its band count's share."""
+    raw = 10 * np.log10(np.sum(10.0 ** np.asarray(feats, np.float64), axis=1))
+    return raw + _level_offset_db()
+
+
+class QuietGate:
+    """Finds the pauses after which the motion model's state is reset (module docstring).
+
+    Feed the levels of consecutive feature frames (``frame_level_db``) to ``cuts``; it returns
+    the positions after which to reset and whether the pause was silent (every frame under
+    ``QUIET_DBFS``) or noise. Stateful across calls, so any chunking gives the same positions.
+    """
+
+    def __init__(self) -> None:
+        self._recent: deque[float] = deque(maxlen=NOISE_FLOOR_FRAMES)
+        self._quiet_run = 0
+        self._run_silent = True
+
+    def cuts(self, levels: Sequence[float] | np.ndarray) -> list[tuple[int, bool]]:
+        """Levels float [T] of the next T frames → sorted (j, silent), j in 1..T: reset the
+        state after frame j − 1 of this batch (before frame j); ``silent`` when the whole pause
+        so far was under ``QUIET_DBFS``."""
+        out = []
+        for j, level in enumerate(np.asarray(levels, np.float64)):
+            self._recent.append(float(level))
+            floor = min(self._recent)
+            silent = level < QUIET_DBFS
+            if silent or level < floor + QUIET_ABOVE_FLOOR_DB:
+                self._run_silent = self._run_silent and silent if self._quiet_run else silent
+                self._quiet_run += 1
+            else:
+                self._quiet_run = 0
+            if self._quiet_run == RESET_AFTER_QUIET_FRAMES:
+                out.append((j + 1, self._run_silent))
+        return out
 
 
 def frame_time_s(k: np.ndarray | int) -> np.ndarray:
@@ -97,10 +179,19 @@ class MotionEngine:
         self.layers = int(dims["layers"])
         self.hidden = int(dims["hidden"])
         self.lookahead_ms = 1000.0 * (self.delay_frames * HOP_SECONDS + WINDOW_SECONDS / 2)
+        floor = np.full((CONTEXT_FRAMES + REST_FRAMES, N_MELS), _FLOOR, np.float32)
+        self._rest = self.run(floor, self.initial_state())[1]
 
     def initial_state(self) -> np.ndarray:
         """Zero GRU state, float32 [layers, 1, hidden]."""
         return np.zeros((self.layers, 1, self.hidden), np.float32)
+
+    def rest_state(self) -> np.ndarray:
+        """The state a pause resets to, float32 [layers, 1, hidden]: where the zero state goes
+        after ``REST_FRAMES`` of digital silence, the way every training crop that starts
+        before an utterance reaches its speech. Zero itself would replay the model's start-up
+        transient (a jaw flicker up to 0.1) in every pause."""
+        return self._rest.copy()
 
     def run(self, feats_with_context: np.ndarray, h: np.ndarray
             ) -> tuple[MotionTrack, np.ndarray]:
@@ -112,6 +203,22 @@ class MotionEngine:
                             visemes[0].argmax(axis=-1))
         return track, h_out
 
+    def run_gated(self, feats_with_context: np.ndarray, h: np.ndarray, gate: QuietGate
+                  ) -> tuple[MotionTrack, np.ndarray]:
+        """``run`` with the state reset at the pauses ``gate`` finds (module docstring): the
+        graph is called once per stretch between resets. Same shapes as ``run``."""
+        t = len(feats_with_context) - CONTEXT_FRAMES
+        cuts = gate.cuts(frame_level_db(feats_with_context[CONTEXT_FRAMES:]))
+        tracks, start = [], 0
+        for end, reset in [*cuts, (t, None)]:
+            if end > start:
+                track, h = self.run(feats_with_context[start:end + CONTEXT_FRAMES], h)
+                tracks.append(track)
+            if reset is not None:  # silence: the rest state; noise: zero, as training's
+                h = self.rest_state() if reset else self.initial_state()  # noise-only crops
+            start = end
+        return _concat(tracks), h
+
     def offline(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> MotionTrack:
         """Motion for a whole clip: float32 [N] mono 16 kHz → one frame per feature frame
         (``engines.features.n_frames(N)`` rows), delay already removed. Raises as
@@ -119,7 +226,8 @@ class MotionEngine:
         feats = log_mel(audio, sample_rate)
         pad = np.full((CONTEXT_FRAMES, N_MELS), _FLOOR, np.float32)
         tail = np.full((self.delay_frames, N_MELS), _FLOOR, np.float32)
-        track, _ = self.run(np.concatenate([pad, feats, tail]), self.initial_state())
+        track, _ = self.run_gated(np.concatenate([pad, feats, tail]), self.initial_state(),
+                                  QuietGate())
         d = self.delay_frames
         return MotionTrack(track.coeffs[d:], track.vad[d:], track.visemes[d:], 0)
 
@@ -141,6 +249,7 @@ class MotionStream:
         self.features = StreamingLogMel()
         self._context = np.full((CONTEXT_FRAMES, N_MELS), _FLOOR, np.float32)
         self._h = engine.initial_state()
+        self._gate = QuietGate()
         self._steps = 0  # network steps run so far
 
     @property
@@ -151,7 +260,8 @@ class MotionStream:
     def _advance(self, feats: np.ndarray) -> MotionTrack:
         if len(feats) == 0:
             return _concat([])
-        track, self._h = self.engine.run(np.concatenate([self._context, feats]), self._h)
+        track, self._h = self.engine.run_gated(np.concatenate([self._context, feats]), self._h,
+                                               self._gate)
         self._context = np.concatenate([self._context, feats])[-CONTEXT_FRAMES:]
         before = self._steps
         self._steps += len(feats)

@@ -129,3 +129,80 @@ def test_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
         before, _ = tm.loss_fn(untrained.eval(), fixed)
         after, _ = tm.loss_fn(trained.eval(), fixed)
     assert float(after) < 0.8 * float(before)
+
+
+@pytest.fixture(scope="module")
+def prompts() -> list[np.ndarray]:
+    """Several held-out asterisk prompts at 16 kHz (espeak sentences without the package)."""
+    from runtime.audio_io import resample
+
+    try:
+        from tools.speech import asterisk
+
+        found = {p.name: p for p in asterisk.find_prompts()}
+        held = [n for n in asterisk.heldout_names() if n in found][:12]
+        if len(held) >= 6:
+            return [asterisk.load_audio(found[n].path) for n in held]
+    except ImportError:
+        pass
+    texts = ["Please hold.", "Your call is important to us.", "Press one to lock the room.",
+             "The conference is now locked.", "Goodbye.", "Seconds."]
+    out = []
+    for t in texts:
+        syn = espeak.synthesize(t)
+        out.append(resample(syn.audio, syn.sample_rate, SAMPLE_RATE))
+    return out
+
+
+def test_long_stream_state_is_reset_in_pauses(engine: MotionEngine, prompts: list[np.ndarray],
+                                              speech: np.ndarray) -> None:
+    """After a minute of earlier speech, an utterance that follows a pause moves the mouth as it
+    does from a fresh stream: the pause zeroes the GRU state (the bug this guards against: a live
+    session's mouth stopped opening after a dozen prompts)."""
+    hop = 160
+    pause = np.zeros(int(0.6 * SAMPLE_RATE), np.float32)
+
+    def whole_frames(x: np.ndarray) -> np.ndarray:  # keep every piece on the 10 ms frame grid
+        return np.concatenate([x, np.zeros(-x.size % hop, np.float32)])
+
+    history = np.concatenate([whole_frames(x) for p in prompts * 4 for x in (p, pause)])
+    assert history.size > 40 * SAMPLE_RATE
+    tail = np.concatenate([whole_frames(speech), pause])
+    audio = np.concatenate([history, tail])
+    stream = engine.stream()
+    tracks = [stream.push(audio[i:i + CHUNK_SAMPLES])
+              for i in range(0, audio.size, CHUNK_SAMPLES)]
+    live = _concat([*tracks, stream.finish()]).coeffs[(history.size - pause.size) // hop:]
+    fresh = engine.offline(np.concatenate([pause, tail])).coeffs
+    n = min(len(live), len(fresh))
+    assert n >= speech.size // hop
+    # the same, up to what the GRU keeps of the pause's start (the reset fell 0.2 s into the
+    # quiet, which began earlier in the long stream: the previous prompt's room tone)
+    assert np.abs(live[:n] - fresh[:n]).mean() < 0.01
+    jaw = MOTION_COEFFICIENTS.index("jawOpen")
+    assert np.corrcoef(live[:n, jaw], fresh[:n, jaw])[0, 1] > 0.97
+    assert live[:n, jaw].max() > 0.3  # and the mouth does open
+
+
+def test_quiet_gate_finds_pauses_in_a_noisy_room(prompts: list[np.ndarray]) -> None:
+    """Speech over −45 dBFS pink-ish noise (never digitally silent): one reset per pause of
+    0.6 s, none inside the prompts."""
+    from engines.features import log_mel
+    from engines.motion import QuietGate, frame_level_db
+
+    rng = np.random.default_rng(0)
+    pause = np.zeros(int(0.6 * SAMPLE_RATE), np.float32)
+    audio = np.concatenate([x for p in prompts[:6] for x in (pause, p)] + [pause])
+    noise = np.cumsum(rng.standard_normal(audio.size)).astype(np.float32)
+    noise -= np.convolve(noise, np.ones(64) / 64, mode="same")  # drift removed: a noise floor
+    noise *= np.float32(10 ** (-45 / 20) / noise.std())
+    levels = frame_level_db(log_mel(audio + noise))
+    assert np.percentile(levels, 5) > -60.0  # really noisy: the absolute threshold never fires
+    gate = QuietGate()
+    cuts = [(i + j, silent) for i in range(0, len(levels), 7)
+            for j, silent in gate.cuts(levels[i:i + 7])]  # fed in odd chunks
+    assert cuts == QuietGate().cuts(levels)  # chunking does not move them
+    assert 6 <= len(cuts) <= 7 + 2 * 6  # each pause; a prompt's own pause may count too
+    assert not any(silent for _j, silent in cuts)  # noise pauses: reset to zero, not to rest
+    clean = QuietGate().cuts(frame_level_db(log_mel(audio)))
+    assert len(clean) >= 6 and all(silent for _j, silent in clean[:1])
