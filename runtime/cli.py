@@ -10,6 +10,9 @@ Subcommands (each prints a one-line reason and exits non-zero on bad input):
   [--batch N] [--seconds S] [--threads T] [--json]`` — warm renderer speed, as JSON
 * ``facecast bench latency [--sessions N] [--seconds S] [--size 256|512] [--json]`` — serve on
   loopback, N aiortc peers pushing real speech; onset-to-mouth latency, A/V offset, fps, CPU, RSS
+* ``facecast bench soak [--minutes 60] [--reconnect-every 180] [--json]`` — one session speaking
+  and idling in turns with reconnects: frames, stalls, watchdog restarts, A/V offset, RSS, fds,
+  threads at start and end
 * ``facecast eval lipsync [--json] [--plot out.png]`` — lip-sync figures on held-out speech
 * ``facecast eval renderer [--avatar NAME] [--n 200] [--seed 0] [--size 256] [--backend ...]
   [--sheet out.png] [--json]`` — renderer vs teacher judged by mediapipe, as JSON
@@ -105,6 +108,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         with _backend_errors_as_input_errors():
             result = bench_latency(args.sessions, 30.0 if args.seconds is None else args.seconds,
                                    args.size, args.avatar, args.backend or "auto")
+        print(json.dumps(result, indent=None if args.json else 2))
+        return EXIT_OK
+    if args.what == "soak":
+        from runtime.bench_soak import DEFAULT_RECONNECT_S, bench_soak
+
+        with _backend_errors_as_input_errors():
+            result = bench_soak(60.0 if args.minutes is None else args.minutes,
+                                args.reconnect_every or DEFAULT_RECONNECT_S, args.size,
+                                args.avatar, args.backend or "auto")
         print(json.dumps(result, indent=None if args.json else 2))
         return EXIT_OK
     if args.what == "renderer":
@@ -249,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_rig_preview)
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("what", choices=("rig", "motion", "renderer", "latency"),
+    p.add_argument("what", choices=("rig", "motion", "renderer", "latency", "soak"),
                    help="what to measure")
     p.add_argument("--sessions", type=int, default=1,
                    help="latency: concurrent client peers (default 1)")
@@ -263,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="renderer: seconds of timed calls after warm-up (default 5)")
     p.add_argument("--threads", type=int, default=None,
                    help="renderer: ONNX Runtime intra-op threads (default: its own choice)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="soak: minutes to run (default 60; fractions allowed)")
+    p.add_argument("--reconnect-every", type=float, default=None,
+                   help="soak: seconds between reconnects (default 180)")
     p.add_argument("--json", action="store_true", help="one line of JSON")
     p.set_defaults(func=_cmd_bench)
 

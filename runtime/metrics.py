@@ -21,6 +21,8 @@ class Metrics:
       utterance's first audio arriving (or its TTS finishing) to its first sample and mouth
       frame being handed to the WebRTC tracks.
     * ``facecast_errors_total{code}`` (counter): ``error`` replies by code.
+    * ``facecast_watchdog_restarts_total`` (counter): pipeline restarts after a stall
+      (``runtime.scheduler``: no frame for 2 s).
     """
 
     def __init__(self) -> None:
@@ -41,6 +43,9 @@ class Metrics:
                                         "speech arrival to first frame handed to WebRTC",
                                         registry=r, buckets=LATENCY_BUCKETS)
         self.errors = Counter("facecast_errors", "error replies", ["code"], registry=r)
+        self.watchdog_restarts = Counter("facecast_watchdog_restarts",
+                                         "pipeline restarts after a stall (no frame for 2 s)",
+                                         registry=r)
 
     def on_tick(self, results: list) -> None:
         """Count one tick's frames (``Scheduler._tick`` results)."""

@@ -6,14 +6,29 @@ call** for all of them (rows may be different avatars), paste-back, and the ``av
 event loop then hands each session its frame and audio. If a tick starts more than one frame
 late (the CPU cannot keep up), it skips rendering for that tick: every session still gets its
 audio on time and the video frame is counted as dropped — audio is never delayed for video.
+
+**Watchdog.** A tick that hangs (a renderer call that never returns, a driver stuck in a lock) or
+a clock that dies would freeze every session. ``Scheduler`` runs a watchdog task beside the clock:
+when sessions exist and no tick has completed for ``stall_s`` (2 s), it abandons the hung worker
+thread (a daemon thread, so it cannot block the process's exit), starts a fresh worker and a fresh
+clock, and counts the restart (``restarts``; ``facecast_watchdog_restarts_total``). Sessions and
+their speech queues are untouched, so queued speech goes on playing where it stopped. The frame
+the hung tick was producing is lost as video and audio (its pts is skipped), but its events
+(``speech_started`` / ``speech_ended``) are still delivered when that tick finally returns. A tick
+that raises is logged and the clock goes on; if ticks keep failing, no frame is produced and the
+watchdog restarts the pipeline the same way. If ``MAX_ABANDONED`` abandoned workers are still
+stuck, the watchdog stops starting new ones and reports ``gave_up`` (``/healthz`` answers
+``stalled``, 503) so that a process supervisor can restart the process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -23,6 +38,58 @@ from avatars.bundle import Avatar
 from engines.audio import OUTPUT_SAMPLE_RATE
 
 log = logging.getLogger("facecast.scheduler")
+
+STALL_S = 2.0
+"""Seconds without a completed tick (while sessions exist) after which the pipeline is restarted."""
+WATCHDOG_PERIOD_S = 0.25
+"""How often the watchdog looks."""
+MAX_ABANDONED = 3
+"""Abandoned workers still stuck at which the watchdog stops starting new ones (gives up)."""
+
+
+class Worker:
+    """One daemon thread running submitted calls in order; ``submit`` returns a
+    ``concurrent.futures.Future``. Unlike ``ThreadPoolExecutor`` its thread is a daemon, so a call
+    that never returns cannot keep the process from exiting after the watchdog abandoned it.
+
+    Args:
+        name: the thread's name.
+    """
+
+    def __init__(self, name: str = "facecast-tick") -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fut, fn, args = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting clock
+                fut.set_exception(exc)
+
+    def submit(self, fn, *args) -> concurrent.futures.Future:
+        """Queue ``fn(*args)``; raises RuntimeError after ``shutdown``."""
+        if not self.thread.is_alive():
+            raise RuntimeError("worker thread is not running")
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((fut, fn, args))
+        return fut
+
+    def shutdown(self) -> None:
+        """Let the thread end after its current call (never waits for it)."""
+        self._jobs.put(None)
+
+    @property
+    def busy_alive(self) -> bool:
+        """True while the thread still runs (an abandoned one: still stuck in its call)."""
+        return self.thread.is_alive()
 
 
 @dataclass(frozen=True)
@@ -61,19 +128,36 @@ class Scheduler:
         renderer: an ``engines.renderer.NeuralRenderer`` (one per process).
         fps: frames per second (sessions must use the same rate).
         metrics: optional ``runtime.metrics.Metrics``.
+        stall_s: seconds without a completed tick (while sessions exist) before the watchdog
+            restarts the worker and the clock (None: no watchdog).
+
+    Attributes:
+        ticks, late_ticks: clock ticks run, and ticks that dropped their video (or were skipped).
+        last_tick_wall: ``time.monotonic()`` of the last clock step.
+        last_progress: ``time.monotonic()`` of the last completed tick (or of a moment with no
+            sessions, or of the last restart): what the watchdog watches.
+        restarts: pipeline restarts by the watchdog. gave_up: True while the watchdog refuses to
+            restart (``MAX_ABANDONED`` abandoned workers still stuck).
     """
 
-    def __init__(self, renderer, fps: int = 25, metrics=None) -> None:
+    def __init__(self, renderer, fps: int = 25, metrics=None,
+                 stall_s: float | None = STALL_S) -> None:
         self.renderer = renderer
         self.fps = fps
         self.metrics = metrics
+        self.stall_s = stall_s
         self.sessions: list = []
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="facecast-tick")
+        self.worker = Worker()
         self.last = TickStats()
         self.ticks = 0
         self.late_ticks = 0
         self.last_tick_wall = time.monotonic()
+        self.last_progress = time.monotonic()
+        self.restarts = 0
+        self._gave_up_logged = False
+        self._abandoned: list[Worker] = []
         self._task: asyncio.Task | None = None
+        self._watchdog: asyncio.Task | None = None
 
     def add(self, session) -> None:
         self.sessions.append(session)
@@ -83,18 +167,109 @@ class Scheduler:
             self.sessions.remove(session)
 
     def start(self) -> None:
+        """Start the clock (and the watchdog) on the running event loop."""
+        loop = asyncio.get_running_loop()
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="facecast-clock")
+            self.last_progress = time.monotonic()
+            self._task = loop.create_task(self._run(), name="facecast-clock")
+        if self._watchdog is None and self.stall_s is not None:
+            self._watchdog = loop.create_task(self._watch(), name="facecast-watchdog")
 
     async def stop(self) -> None:
+        """Stop the watchdog, the clock and the worker (a call in progress is not waited for)."""
+        for task in (self._watchdog, self._task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._watchdog = self._task = None
+        self.worker.shutdown()
+
+    # --- watchdog -------------------------------------------------------------------------
+    def stalled(self, now: float | None = None) -> bool:
+        """True when sessions exist and no tick completed for ``stall_s`` (2 s if no watchdog),
+        or the watchdog gave up."""
+        now = time.monotonic() if now is None else now
+        live = any(not s.closed for s in self.sessions)
+        return self.gave_up or (live and now - self.last_progress > (self.stall_s or STALL_S))
+
+    @property
+    def gave_up(self) -> bool:
+        """True while ``MAX_ABANDONED`` abandoned workers are still stuck (no more restarts)."""
+        return self.abandoned_alive >= MAX_ABANDONED
+
+    @property
+    def abandoned_alive(self) -> int:
+        """Abandoned worker threads still stuck in their call."""
+        self._abandoned = [w for w in self._abandoned if w.busy_alive]
+        return len(self._abandoned)
+
+    def restart(self, reason: str = "stalled") -> bool:
+        """Abandon the worker and the clock and start fresh ones; sessions are kept. On the event
+        loop. Returns False (and sets ``gave_up``) when ``MAX_ABANDONED`` workers are stuck."""
+        if self.gave_up:
+            if not self._gave_up_logged:
+                log.critical("pipeline stalled and %d abandoned workers are still stuck: not "
+                             "restarting again; restart the process", MAX_ABANDONED)
+            self._gave_up_logged = True
+            return False
+        self._gave_up_logged = False
+        self.restarts += 1
+        if self.metrics is not None:
+            self.metrics.watchdog_restarts.inc()
+        log.error("watchdog: pipeline %s (no frame for %.1f s); restarting the worker and the "
+                  "clock (restart %d), %d session(s) kept", reason,
+                  time.monotonic() - self.last_progress, self.restarts, len(self.sessions))
         if self._task is not None:
-            self._task.cancel()
+            self._task.cancel()  # its tick's late result is handled by _abandoned_tick
+        old = self.worker
+        old.shutdown()
+        self._abandoned.append(old)
+        self.worker = Worker()
+        self.last_progress = time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="facecast-clock")
+        return True
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_PERIOD_S)
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        self.executor.shutdown(wait=False, cancel_futures=True)
+                now = time.monotonic()
+                if not any(not s.closed for s in self.sessions):
+                    self.last_progress = now  # nothing to produce is not a stall
+                    continue
+                if self._task is None or self._task.done():
+                    self.restart("clock stopped")
+                elif now - self.last_progress > self.stall_s:
+                    self.restart("stalled")
+            except Exception:  # noqa: BLE001 - the watchdog itself must not die
+                log.exception("watchdog check failed")
+
+    def _abandoned_tick(self, loop: asyncio.AbstractEventLoop,
+                        fut: concurrent.futures.Future) -> None:
+        """A tick whose clock was cancelled finished at last (worker thread): its frames are
+        stale and dropped, its events (speech started/ended) still go out, on the loop."""
+        if fut.cancelled() or fut.exception() is not None:
+            return
+
+        def deliver_events() -> None:
+            for job, _frame, _audio in fut.result():
+                session = job.session
+                if session.closed:
+                    continue
+                session.frames_dropped += 1
+                for event in job.events:
+                    try:
+                        session.on_event(event)
+                    except Exception:  # noqa: BLE001
+                        log.exception("late event for session %s failed", session.id)
+
+        try:
+            loop.call_soon_threadsafe(deliver_events)
+        except RuntimeError:  # the loop is closed: the server stopped meanwhile
+            pass
 
     def _tick(self, sessions: list, render: bool) -> list[tuple]:
         """Worker thread: advance, render in one batch, paste, wrap as av frames."""
@@ -148,9 +323,13 @@ class Scheduler:
                 render = now - due <= period
                 if not render:
                     self.late_ticks += 1
+                fut = self.worker.submit(self._tick, sessions, render)
                 try:
-                    results = await loop.run_in_executor(self.executor, self._tick, sessions,
-                                                         render)
+                    results = await asyncio.wrap_future(fut)
+                    self.last_progress = time.monotonic()
+                except asyncio.CancelledError:  # restarted by the watchdog, or stopping
+                    fut.add_done_callback(lambda f: self._abandoned_tick(loop, f))
+                    raise
                 except Exception:  # a bad tick must not stop the clock for everyone
                     log.exception("tick failed")
                     results = []
@@ -162,6 +341,8 @@ class Scheduler:
                 if self.metrics is not None:
                     self.metrics.on_tick(results)
                     self.metrics.tick_seconds.observe(self.last.seconds)
+            else:
+                self.last_progress = time.monotonic()
             self.ticks += 1
             self.last_tick_wall = time.monotonic()
             n += 1

@@ -7,6 +7,12 @@ Media goes to each peer over aiortc. The frame clock and the shared renderer liv
 ``runtime.scheduler``; each session in ``runtime.session``. Nothing heavy runs on the event loop:
 TTS, avatar loading and every tick run in worker threads; aiortc encodes in its executor.
 
+**Displays and controllers** (the kiosk): a session opened with ``?display=NAME`` is the display
+``NAME`` (the latest such session wins); a connection opened with ``?control=NAME`` carries no
+media and its ``speak`` / ``audio`` / ``audio_end`` / ``interrupt`` act on that display's session,
+whichever it currently is (it survives the display page reconnecting); it also receives the
+display's events, and ``display`` messages when a display connects or goes.
+
 Safe by default: binds 127.0.0.1; another address needs a token (``--token``: the secret itself
 or an HS256 JWT signed with it, with ``exp``) or an explicit ``--insecure``; browser origins are
 checked on the handshake; limits on sessions, message size, text length and buffered audio are
@@ -39,6 +45,39 @@ log = logging.getLogger("facecast.server")
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MIN_PCM_RATE, MAX_PCM_RATE = 8000, 96000
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+_QUIET_HTTP = ("connection open", "connection rejected (%d %s)", "HTTP response sent (%d %s)")
+
+
+class _QuietWebsockets(logging.Filter):
+    """Drops websockets' INFO line for every HTTP request answered below 400 (``/healthz`` polled
+    every few seconds by a supervisor would fill a log) and for every WebSocket opened; errors
+    and refusals (4xx/5xx) still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or record.msg not in _QUIET_HTTP:
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        return bool(args) and isinstance(args[0], int) and args[0] >= 400
+
+
+def quiet_library_logs() -> None:
+    """Tame chatty library loggers for long-running servers: websockets' per-request INFO lines
+    (``_QuietWebsockets``) and aioice's per-candidate-pair INFO lines (raised to WARNING).
+    Idempotent."""
+    ws_log = logging.getLogger("websockets.server")
+    if not any(isinstance(f, _QuietWebsockets) for f in ws_log.filters):
+        ws_log.addFilter(_QuietWebsockets())
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+
+
+def _check_name(value: str | None, what: str) -> str | None:
+    """A display name from the URL: 1–64 letters, digits, '_' or '-'; raises ProtocolError."""
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 64 or not set(value) <= _NAME_CHARS:
+        raise ProtocolError("bad_message", f"'{what}' must be 1–64 letters, digits, '_' or '-'")
+    return value
 
 
 @dataclass(frozen=True)
@@ -129,6 +168,7 @@ class _Client:
 
     session: object
     pc: object = None
+    control: str | None = None  # a controller of this display (no media of its own)
     resamplers: dict = field(default_factory=dict)
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     current_stream: str | None = None
@@ -153,6 +193,8 @@ class Server:
         self.scheduler = Scheduler(self.renderer, config.fps, self.metrics)
         self.avatars: dict[str, object] = {}
         self.sessions: dict[str, object] = {}
+        self.displays: dict[str, object] = {}  # display name → its current session
+        self.controllers: dict[str, set] = {}  # display name → controller WebSockets
         self._ids = itertools.count(1)
         self._ws_server = None
         self.port = config.port
@@ -214,11 +256,17 @@ class Server:
         return origin in (f"http://{host}", f"https://{host}")
 
     def health(self) -> dict:
-        """What ``/healthz`` reports."""
-        stalled = bool(self.scheduler.sessions) and \
-            time.monotonic() - self.scheduler.last_tick_wall > 2.0
+        """What ``/healthz`` reports: ``status`` ("ok", or "stalled" when sessions exist and no
+        frame was produced for 2 s, or the watchdog gave up), ``sessions``, ``ticks``,
+        ``late_ticks``, ``watchdog_restarts``, ``stuck_workers`` (abandoned tick threads still
+        hung), ``displays`` (names of connected displays), ``seconds_since_frame``, ``backend``, ``size``, ``fps``, ``uptime_s``."""
+        sched = self.scheduler
+        stalled = sched.stalled()
         return {"status": "stalled" if stalled else "ok", "sessions": len(self.sessions),
-                "ticks": self.scheduler.ticks, "late_ticks": self.scheduler.late_ticks,
+                "ticks": sched.ticks, "late_ticks": sched.late_ticks,
+                "watchdog_restarts": sched.restarts, "stuck_workers": sched.abandoned_alive,
+                "displays": sorted(self.displays),
+                "seconds_since_frame": round(time.monotonic() - sched.last_progress, 2),
                 "backend": self.renderer.backend, "size": self.config.size,
                 "fps": self.config.fps, "uptime_s": round(time.monotonic() - self.started, 1)}
 
@@ -268,7 +316,7 @@ class Server:
         self.metrics.errors.labels(code).inc()
         await self._send(ws, {"type": "error", "code": code, "message": message})
 
-    def _event_sender(self, ws):
+    def _event_sender(self, ws, display: str | None = None):
         loop = asyncio.get_running_loop()
 
         def on_event(event: dict) -> None:
@@ -276,8 +324,73 @@ class Server:
             if first_audio is not None:
                 self.metrics.speech_latency.observe(max(0.0, time.monotonic() - first_audio))
             loop.create_task(self._send(ws, event))
+            if display is not None:
+                for controller in list(self.controllers.get(display, ())):
+                    loop.create_task(self._send(controller, event))
 
         return on_event
+
+    def _announce_display(self, name: str, session) -> None:
+        message = {"type": "display", "display": name, "connected": session is not None,
+                   "session": getattr(session, "id", None)}
+        loop = asyncio.get_running_loop()
+        for controller in list(self.controllers.get(name, ())):
+            loop.create_task(self._send(controller, message))
+
+    async def _handle_controller(self, ws, name: str) -> None:
+        """A ``?control=NAME`` connection: its speech goes to display NAME's current session."""
+        self.controllers.setdefault(name, set()).add(ws)
+        client = _Client(session=None, control=name)
+        log.info("controller of display %r connected", name)
+        try:
+            display = self.displays.get(name)
+            await self._send(ws, {"type": "ready", "control": name,
+                                  "display_connected": display is not None,
+                                  "session": getattr(display, "id", None)})
+            async for message in ws:
+                try:
+                    session = self.displays.get(name)
+                    if session is not client.session:  # the display reconnected meanwhile
+                        client.session = session
+                        client.resamplers.clear()
+                        client.current_stream = None
+                    await self._on_message(ws, client, message)
+                except ProtocolError as exc:
+                    await self._error(ws, exc.code, str(exc))
+                except Exception as exc:  # noqa: BLE001 - a bug must not end the connection
+                    log.exception("controller of %r: message failed", name)
+                    await self._error(ws, "internal", f"internal error: {type(exc).__name__}")
+        finally:
+            self.controllers.get(name, set()).discard(ws)
+            log.info("controller of display %r disconnected", name)
+
+    async def speak_on_display(self, name: str, text: str, voice: str | None = None,
+                               utt_id: str | None = None) -> str:
+        """Say ``text`` on display ``name``'s current session (the kiosk's typed text). Returns
+        the utterance id. Raises ProtocolError (``no_display``, ``empty_text``, ``tts_failed`` …)."""
+        client = _Client(self._display_session(name))
+        uid = utt_id or f"text{next(client.counter)}-{next(self._ids)}"
+        await self._on_speak(None, client, {"type": "speak", "text": text, "voice": voice,
+                                            "id": uid})
+        return uid
+
+    def display_audio(self, name: str, samples48k: np.ndarray, utt_id: str,
+                      done: bool = False) -> None:
+        """Queue float32 [n] 48 kHz mono samples as utterance ``utt_id`` on display ``name``'s
+        current session, ``done`` with the last chunk (the hook for a local microphone). On the
+        event loop. Raises ProtocolError (``no_display``, ``audio_buffer_full``)."""
+        from runtime.session import BufferFull
+
+        try:
+            self._display_session(name).queue.add(utt_id, samples48k, done=done)
+        except BufferFull as exc:
+            raise ProtocolError("audio_buffer_full", str(exc)) from exc
+
+    def _display_session(self, name: str):
+        session = self.displays.get(name)
+        if session is None or session.closed:
+            raise ProtocolError("no_display", f"no display {name!r} is connected")
+        return session
 
     async def _handle(self, ws) -> None:
         from avatars.bundle import BundleError
@@ -285,6 +398,16 @@ class Server:
 
         query = parse_qs(urlsplit(ws.request.path).query)
         name = query.get("avatar", [self.config.avatar])[0] or self.config.avatar
+        try:
+            display = _check_name(query.get("display", [None])[0], "display")
+            control = _check_name(query.get("control", [None])[0], "control")
+        except ProtocolError as exc:
+            await self._error(ws, exc.code, str(exc))
+            await ws.close(1008, "bad display name")
+            return
+        if control is not None:
+            await self._handle_controller(ws, control)
+            return
         if len(self.sessions) >= self.config.max_sessions:
             await self._error(ws, "too_many_sessions",
                               f"the server holds {self.config.max_sessions} sessions; try later")
@@ -300,9 +423,12 @@ class Server:
         session = Session(sid, state, self.motion, self.config.fps,
                           seed=self.config.seed + len(self.sessions),
                           max_buffer_s=self.config.max_buffer_s,
-                          on_event=self._event_sender(ws))
+                          on_event=self._event_sender(ws, display))
         client = _Client(session)
         self.sessions[sid] = session
+        if display is not None:
+            self.displays[display] = session
+            self._announce_display(display, session)
         self.scheduler.add(session)
         self.metrics.sessions.set(len(self.sessions))
         log.info("session %s opened (avatar %s)", sid, name)
@@ -324,6 +450,10 @@ class Server:
         session = client.session
         self.scheduler.remove(session)
         session.close()
+        for name, shown in list(self.displays.items()):
+            if shown is session:
+                del self.displays[name]
+                self._announce_display(name, None)
         if client.pc is not None:
             await client.pc.close()
         self.sessions.pop(session.id, None)
@@ -371,6 +501,8 @@ class Server:
             raise ProtocolError("bad_message", "'offer' needs an 'sdp' string")
         if msg.get("sdp_type", "offer") != "offer":
             raise ProtocolError("bad_message", "'sdp_type' must be 'offer'")
+        if client.control is not None:
+            raise ProtocolError("no_peer", "a control connection carries no media")
         if client.pc is not None:
             raise ProtocolError("no_peer", "this session already has a peer connection")
         pc = RTCPeerConnection()
@@ -404,6 +536,8 @@ class Server:
         from runtime.session import BufferFull
         from runtime.tts import TTSError
 
+        if client.session is None:
+            raise ProtocolError("no_display", f"no display {client.control!r} is connected")
         text, voice = msg.get("text"), msg.get("voice")
         if not isinstance(text, str):
             raise ProtocolError("bad_message", "'speak' needs a 'text' string")
@@ -434,6 +568,9 @@ class Server:
         import av
 
         from runtime.session import BufferFull
+
+        if client.session is None:
+            raise ProtocolError("no_display", f"no display {client.control!r} is connected")
 
         pcm, rate = msg.get("pcm16"), msg.get("sample_rate")
         if not isinstance(pcm, str):
@@ -470,6 +607,8 @@ class Server:
             raise ProtocolError("audio_buffer_full", str(exc)) from exc
 
     async def _on_audio_end(self, ws, client: _Client, msg: dict) -> None:
+        if client.session is None:
+            raise ProtocolError("no_display", f"no display {client.control!r} is connected")
         uid = msg.get("id")
         uid = client.current_stream if uid is None else self._utterance_id(client, msg)
         if uid is None:
@@ -486,12 +625,16 @@ class Server:
     async def _on_interrupt(self, ws, client: _Client, msg: dict) -> None:
         client.resamplers.clear()
         client.current_stream = None
+        if client.control is not None and client.session is None:
+            raise ProtocolError("no_display", f"no display {client.control!r} is connected")
         for event in client.session.interrupt():
-            await self._send(ws, event)
+            client.session.on_event(event)  # the session's own peer and its display controllers
 
 
 def run(config: ServerConfig) -> None:
     """Run a server until interrupted (Ctrl-C)."""
+    quiet_library_logs()
+
     async def main() -> None:
         server = Server(config)
         await server.start()
