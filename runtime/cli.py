@@ -24,6 +24,10 @@ Subcommands (each prints a one-line reason and exits non-zero on bad input):
   [--backend auto] [--token SECRET | --insecure] [--allowed-origin URL ...] [--max-sessions 4]``
   — the real-time server: WebRTC to the web widget, control over WebSocket (``web/PROTOCOL.md``)
 * ``facecast token --secret SECRET [--ttl 3600]`` — print a signed, expiring token for ``serve``
+* ``facecast devices [--json]`` — the microphones PortAudio sees (index, name, channels, rate)
+* ``facecast cam [--avatar NAME] [--device NAME|INDEX] [--vcam] [--preview] [--record OUT.mp4]
+  [--seconds S] [--json]`` — the avatar speaks with the microphone, live, to a virtual camera,
+  a window and/or an MP4; mic-to-frame latency and fps as JSON at exit
 * ``facecast build-engines [ONNX ...] [--max-batch 64]`` — build TensorRT engines (FP16) for this
   GPU, one JSON line per engine
 """
@@ -234,6 +238,36 @@ def _cmd_build_engines(args: argparse.Namespace) -> int:
     return build_engines_main(paths, args.max_batch)
 
 
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from runtime.mic import format_table, list_devices
+
+    devices = list_devices()
+    if args.json:
+        print(json.dumps([d.to_json() for d in devices]))
+    else:
+        print(format_table(devices))
+    return EXIT_OK
+
+
+def _cmd_cam(args: argparse.Namespace) -> int:
+    from runtime.cam import CamOptions, describe_outputs, run_cam
+
+    options = CamOptions(avatar=args.avatar, device=args.device, vcam=args.vcam,
+                         preview=args.preview, record=args.record, seconds=args.seconds,
+                         size=args.size, fps=args.fps, backend=args.backend,
+                         threads=args.threads, seed=args.seed, vcam_device=args.vcam_device)
+    with _backend_errors_as_input_errors():
+        result = run_cam(options, on_started=lambda info: print(describe_outputs(info),
+                                                                 file=sys.stderr, flush=True))
+    if not args.json:
+        print(result.summary(), file=sys.stderr)
+    print(json.dumps(result.to_json(), indent=None if args.json else 2))
+    if result.errors:
+        print(f"facecast cam: error: {'; '.join(result.errors.values())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``facecast`` with all subcommands."""
     parser = argparse.ArgumentParser(prog="facecast", description="real-time talking avatars")
@@ -356,6 +390,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("onnx", nargs="*", help="ONNX files (default: engines/models/*.onnx)")
     p.add_argument("--max-batch", type=int, default=64, help="largest batch of the engines")
     p.set_defaults(func=_cmd_build_engines)
+
+    p = sub.add_parser("devices", help="list microphones (PortAudio input devices)")
+    p.add_argument("--json", action="store_true", help="one line of JSON")
+    p.set_defaults(func=_cmd_devices)
+
+    p = sub.add_parser("cam", help="the avatar speaks with your microphone, live: virtual "
+                                   "camera, preview window, MP4")
+    p.add_argument("--avatar", default="default", help="avatar name or bundle folder")
+    p.add_argument("--device", default=None,
+                   help="microphone: index or part of the name (facecast devices; default: the "
+                        "system's default input)")
+    p.add_argument("--vcam", action="store_true",
+                   help="send frames to a virtual camera (v4l2loopback / OBS) for call apps")
+    p.add_argument("--vcam-device", default=None, help="virtual camera device, e.g. /dev/video2")
+    p.add_argument("--preview", action="store_true", help="show the avatar in a window")
+    p.add_argument("--record", default=None, metavar="OUT.mp4",
+                   help="write video + your voice to this MP4 (H.264 + AAC)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("--size", type=int, default=256, choices=(256, 512),
+                   help="renderer face crop side (default 256)")
+    p.add_argument("--fps", type=int, default=25, help="video frame rate (default 25)")
+    p.add_argument("--backend", default="auto", choices=RENDER_BACKENDS)
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    p.add_argument("--seed", type=int, default=0, help="seed of blinks and head motion")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON line")
+    p.set_defaults(func=_cmd_cam)
 
     p = sub.add_parser("avatar-info", help="validate an avatar bundle and print its metadata")
     p.add_argument("avatar", help="avatar name or bundle folder")

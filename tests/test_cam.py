@@ -1,0 +1,256 @@
+"""``facecast cam``: microphone → live session → sinks, end to end through real PortAudio.
+
+The end-to-end test runs the ``facecast cam`` command itself (``python -m runtime.cli cam``) on
+the test microphone of ``test_mic`` (a private PulseAudio's null-sink monitor, listed by
+PortAudio through ALSA's pulse plugin), plays a held-out Asterisk prompt into it in real time,
+and judges the recorded MP4 independently: streams and frame count, the prompt's energy envelope
+in the recorded audio, and the mouth following the voice by mediapipe (``evaluate_sync``).
+A real microphone takes exactly this path; only the device differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyaudio", reason="PyAudio is not installed (pip install pyaudio)")
+
+from test_mic import (
+    MIC_NAME,
+    best_alignment,
+    envelope_db,
+    prompt_audio,
+    sound_server,  # noqa: F401 - fixture
+)
+
+from runtime.cam import MAX_BACKLOG_SLICES, CamOptions, MicFeed, run_cam
+from runtime.mic import Chunk
+from runtime.session import SpeechQueue
+from runtime.vcam import (
+    PreviewWindow,
+    Recorder,
+    SinkUnavailable,
+    VirtualCamera,
+    display_problem,
+    vcam_install_hint,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SECONDS = 6.0
+LEAD_S = 1.2
+
+
+def _decode(path: Path) -> tuple[list[float], np.ndarray, int, tuple[int, int]]:
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        a = c.streams.audio[0]
+        assert v.codec_context.name == "h264" and a.codec_context.name == "aac"
+        size = (v.codec_context.width, v.codec_context.height)
+        times = [float(f.pts * f.time_base) for f in c.decode(v)]
+    with av.open(str(path)) as c:
+        samples = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+        rate = c.streams.audio[0].codec_context.sample_rate
+    return times, samples.astype(np.float32), rate, size
+
+
+def test_facecast_cam_records_the_voice_with_a_moving_mouth(sound_server, tmp_path):  # noqa: F811
+    audio, rate = prompt_audio()
+    out = tmp_path / "cam.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "cam", "--device", MIC_NAME, "--record", str(out),
+         "--seconds", str(SECONDS), "--json"],
+        cwd=ROOT, env={**sound_server.env, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = []
+
+    def watch() -> None:
+        started.extend(proc.stderr)
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while not any("facecast cam: microphone" in s for s in started):
+        assert proc.poll() is None, "".join(started)
+        assert time.monotonic() < deadline, "facecast cam did not start"
+        time.sleep(0.05)
+    assert f"'{MIC_NAME}'" in started[-1] and "record" in started[-1]
+    lead = np.zeros(int(LEAD_S * rate), np.float32)
+    player = sound_server.play(np.concatenate([lead, audio]), rate)
+    stdout, _ = proc.communicate(timeout=120)
+    player.wait(10)
+    reader.join(5)
+    assert proc.returncode == 0, "".join(started)
+    report = json.loads(stdout.strip().splitlines()[-1])
+
+    # the report: what ran, mic→frame latency measured on every chunk, nothing lost
+    assert report["device"]["name"] == MIC_NAME and report["stopped_by"] == "seconds"
+    assert report["errors"] == {}
+    lat = report["latency_ms"]
+    assert lat["n"] > 100 and 0 < lat["median"] <= lat["p95"] <= lat["max"]
+    assert report["mic"]["dropped"] == 0
+    assert report["outputs"]["record"] == str(out)
+
+    # the recording: the frames the session rendered, on the session's 25 fps clock
+    times, recorded, rec_rate, size = _decode(out)
+    assert size == (512, 512)
+    assert len(times) == report["frames_rendered"] == report["outputs"]["record_frames"]
+    assert abs(report["frames"] - SECONDS * 25) <= 10  # one tick per frame, on time
+    assert len(times) >= 0.5 * report["frames"]  # video may drop on a busy CPU, audio never
+    steps = np.round(np.diff(times) * 25, 3)
+    assert np.all(steps == np.round(steps)) and np.all(steps >= 1)  # pts on the frame grid
+    assert rec_rate == 48000 and abs(len(recorded) / rec_rate - report["frames"] / 25) < 0.2
+
+    # the voice: the whole prompt is in the recording with its energy envelope
+    ref = envelope_db(audio, rate)
+    env = envelope_db(recorded, rec_rate)
+    lag, corr = best_alignment(ref, env)
+    # a busy CPU may leave a 40 ms jitter-buffer gap or trim in it (report["mic"]): judge the
+    # match as a whole, and hop by hop
+    assert corr > 0.75, (corr, report["mic"])
+    seg = recorded[int(lag * 0.01 * rec_rate):int((lag * 0.01 + len(audio) / rate) * rec_rate)]
+    level_db = 10 * np.log10(np.mean(seg.astype(np.float64) ** 2) / np.mean(audio ** 2.0))
+    assert abs(level_db) < 3.0, level_db  # the voice at its own level
+
+    # the mouth follows the voice (judged by mediapipe on the decoded frames)
+    from runtime.sync_eval import evaluate_sync
+
+    sync = evaluate_sync(out)
+    assert sync.frames_without_face == 0
+    assert sync.corr > 0.5, sync
+    assert abs(sync.av_offset_ms) <= 80, sync
+
+
+# --- the jitter buffer (unit: a fake source, no PortAudio) -----------------------------------
+class _Source:
+    def __init__(self) -> None:
+        self.chunks: list[Chunk] = []
+        self.index = 0
+
+    def add(self, n_chunks: int, rate: int = 48000) -> None:
+        for _ in range(n_chunks):
+            x = np.full(960, 0.1, np.float32)
+            self.chunks.append(Chunk(x, rate, self.index, time.monotonic()))
+            self.index += 960
+
+    def drain(self) -> list[Chunk]:
+        out, self.chunks = self.chunks, []
+        return out
+
+
+def test_mic_feed_feeds_whole_slices_and_bounds_the_backlog():
+    src, q = _Source(), SpeechQueue()
+    feed = MicFeed(src, 1920)
+    assert feed.step(q) is None and feed.underruns == 0  # nothing captured yet: no underrun
+    src.add(1)
+    assert feed.step(q) is None and feed.underruns == 1  # half a slice waits
+    src.add(1)
+    assert feed.step(q) == (0, 1920) and q.buffered == 1920
+    q.pull(1920)
+    src.add(2)
+    assert feed.step(q) == (1920, 3840)
+    q.pull(1920)
+    src.add(2 + 2 * MAX_BACKLOG_SLICES + 1)  # a burst: more than the backlog allows
+    a, b = feed.step(q)
+    assert (a, b) == (3840, 5760)
+    assert feed.trimmed == (2 * MAX_BACKLOG_SLICES + 1) * 960 - 1920  # one slice of margin left
+    q.pull(1920)
+    assert feed.step(q) == (feed.start_pos - 1920, feed.start_pos)
+    assert [end for end, _ in feed.chunks][:3] == [960, 1920, 2880]
+
+
+# --- outputs and their errors ---------------------------------------------------------------
+def test_vcam_unavailable_says_what_to_install():
+    if any(Path("/dev").glob("video*")):
+        pytest.skip("a video device exists here; the missing-backend message cannot be shown")
+    with pytest.raises(SinkUnavailable) as err:
+        VirtualCamera(512, 512, 25)
+    message = str(err.value)
+    assert message.startswith("no virtual camera available")
+    assert "sudo apt install v4l2loopback-dkms" in message and "modprobe v4l2loopback" in message
+    assert "OBS" in vcam_install_hint("darwin") and "OBS" in vcam_install_hint("win32")
+
+
+def test_cam_cli_vcam_error_is_one_line_and_writes_nothing(sound_server, tmp_path):  # noqa: F811
+    if any(Path("/dev").glob("video*")):
+        pytest.skip("a video device exists here")
+    out = tmp_path / "never.mp4"
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "cam", "--device", MIC_NAME,
+                        "--vcam", "--record", str(out), "--seconds", "1"],
+                       cwd=ROOT, env={**sound_server.env, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("facecast cam: error: no virtual camera available")
+    assert "v4l2loopback" in lines[-1]
+    assert list(tmp_path.iterdir()) == []  # the recorder's part file was removed
+
+
+def test_cam_needs_an_output_and_a_real_device(sound_server):  # noqa: F811
+    with pytest.raises(ValueError, match="choose at least one output"):
+        run_cam(CamOptions(device=MIC_NAME))
+    from runtime.mic import MicError
+
+    with pytest.raises(MicError, match="no input device named like 'nope'"):
+        run_cam(CamOptions(device="nope", record="/tmp/x.mp4"))
+
+
+def test_preview_without_display_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    if sys.platform.startswith(("win", "darwin")):
+        pytest.skip("always a display on this platform")
+    with pytest.raises(SinkUnavailable, match=r"no display: \$DISPLAY is not set"):
+        PreviewWindow()
+    assert display_problem("win32", {}) is None
+    assert display_problem("linux", {"DISPLAY": ":0"}) is None
+
+
+def test_preview_window_shows_frames_on_a_virtual_display(tmp_path):
+    """Under Xvfb (apt install xvfb): the Tk fallback window opens and shows frames."""
+    import shutil
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb not installed (apt install xvfb)")
+    pytest.importorskip("tkinter", reason="tkinter missing (apt install python3-tk)")
+    code = (
+        "import time, av, numpy as np\n"
+        "from runtime.vcam import PreviewWindow\n"
+        "w = PreviewWindow('t')\n"
+        "f = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format='rgb24')\n"
+        "for i in range(20):\n"
+        "    w.write(i, f, np.zeros(1920, np.float32)); time.sleep(0.03)\n"
+        "time.sleep(0.2); print(w.backend, w.shown); w.close()\n")
+    display = ":93"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, check=False,
+                           env={**os.environ, "DISPLAY": display, "PYTHONPATH": str(ROOT)})
+    finally:
+        xvfb.terminate()
+        xvfb.wait(5)
+    assert r.returncode == 0, r.stderr
+    backend, shown = r.stdout.split()
+    assert backend in ("tk", "opencv") and int(shown) >= 5
+
+
+def test_recorder_refuses_bad_paths_and_keeps_nothing_on_abort(tmp_path):
+    with pytest.raises(SinkUnavailable, match="does not exist"):
+        Recorder(tmp_path / "missing" / "a.mp4", 64, 64, 25)
+    with pytest.raises(SinkUnavailable, match="is a folder"):
+        Recorder(tmp_path, 64, 64, 25)
+    rec = Recorder(tmp_path / "a.mp4", 64, 64, 25)
+    rec.abort()
+    assert list(tmp_path.iterdir()) == []
