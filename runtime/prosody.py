@@ -81,6 +81,20 @@ def pitch_track(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[np.n
     return np.asarray(pitch.xs(), np.float64), pitch.selected_array["frequency"].astype(np.float32)
 
 
+def warm_up(sample_rate: int = 48_000) -> None:
+    """Load Praat and run one pitch analysis on a synthetic voiced glide (a 90–250 Hz
+    sawtooth, 2 s), so a server pays Praat's one-off cost (about 70 MB of RSS and a slow first
+    call, measured on the first speech of a live session) at start-up, not during a client's
+    first sentence."""
+    n = 2 * sample_rate
+    t = np.arange(n) / sample_rate
+    phase = np.cumsum((170.0 + 80.0 * np.sin(2 * np.pi * 1.3 * t)) / sample_rate)
+    x = (0.3 * (phase % 1.0 - 0.5)).astype(np.float32)
+    step = sample_rate // 25
+    for i in range(0, n - 3 * step, step):
+        pitch_track(x[i:i + 3 * step], sample_rate)
+
+
 def prosody_frames(audio: np.ndarray, sample_rate: int, fps: float | Fraction,
                    n_frames: int) -> Prosody:
     """Loudness and f0 for F video frames of ``audio`` (frame n centred at (n + 0.5) / fps).

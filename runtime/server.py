@@ -206,6 +206,9 @@ class Server:
         from websockets.asyncio.server import serve
 
         await self._avatar(self.config.avatar)  # fail at start-up, not at the first client
+        from runtime.prosody import warm_up  # Praat's one-off cost, before the first client
+
+        await asyncio.get_running_loop().run_in_executor(None, warm_up)
         self._ws_server = await serve(
             self._handle, self.config.host, self.config.port,
             process_request=self._process_request,
