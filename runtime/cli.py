@@ -23,6 +23,9 @@ Subcommands (each prints a one-line reason and exits non-zero on bad input):
 * ``facecast serve [--host 127.0.0.1] [--port 8765] [--avatar default] [--size 256] [--fps 25]
   [--backend auto] [--token SECRET | --insecure] [--allowed-origin URL ...] [--max-sessions 4]``
   — the real-time server: WebRTC to the web widget, control over WebSocket (``web/PROTOCOL.md``)
+* ``facecast kiosk [--avatar NAME] [--fullscreen] [--port 8765] [--no-browser] [--say TEXT]
+  [--log-file F] [--display kiosk]`` — serve and show the avatar full screen in Chromium, page
+  reconnecting by itself, pipeline watchdog, rotating log; apps speak via ``/ws?control=kiosk``
 * ``facecast token --secret SECRET [--ttl 3600]`` — print a signed, expiring token for ``serve``
 * ``facecast devices [--json]`` — the microphones PortAudio sees (index, name, channels, rate)
 * ``facecast cam [--avatar NAME] [--device NAME|INDEX] [--vcam] [--preview] [--record OUT.mp4]
@@ -219,6 +222,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_kiosk(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runtime.kiosk import KioskOptions, run_kiosk
+
+    options = KioskOptions(avatar=args.avatar, port=args.port, size=args.size,
+                           backend=args.backend, fullscreen=args.fullscreen,
+                           browser=not args.no_browser, browser_path=args.browser,
+                           display=args.display,
+                           log_file=Path(args.log_file) if args.log_file else None,
+                           log_max_bytes=int(args.log_max_mb * 1024 * 1024),
+                           log_backups=args.log_backups, say=args.say, mic=args.mic)
+    with _backend_errors_as_input_errors():
+        return run_kiosk(options)
+
+
 def _cmd_token(args: argparse.Namespace) -> int:
     from runtime.server import issue_token
 
@@ -379,6 +398,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tts", default=None, help="TTS engine (see facecast render --help)")
     p.add_argument("--web-dir", default=None, help="serve the widget from this folder")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("kiosk", help="serve and show the avatar full screen in Chromium, "
+                                     "reconnecting by itself; for screens that run for days")
+    p.add_argument("--avatar", default="default", help="avatar name or bundle folder")
+    p.add_argument("--fullscreen", action="store_true",
+                   help="Chromium --kiosk: locked full screen (default: a maximised app window)")
+    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
+    p.add_argument("--no-browser", action="store_true",
+                   help="only serve; open the printed URL yourself")
+    p.add_argument("--browser", default=None, help="browser executable (default: chromium on PATH)")
+    p.add_argument("--display", default="kiosk",
+                   help="display name apps speak through: /ws?control=NAME (default kiosk)")
+    p.add_argument("--say", default=None, help="say this once the page is connected")
+    p.add_argument("--mic", nargs="?", const="default", default=None, metavar="DEVICE",
+                   help="speak with the local microphone (needs runtime/mic.py; not yet)")
+    p.add_argument("--log-file", default=None,
+                   help="rotating log file (default ~/.local/state/facecast/kiosk.log)")
+    p.add_argument("--log-max-mb", type=float, default=5.0, help="rotate at this size (MiB)")
+    p.add_argument("--log-backups", type=int, default=5, help="rotated files kept (default 5)")
+    p.add_argument("--size", type=int, default=256, choices=(256, 512),
+                   help="renderer face crop side (default 256)")
+    p.add_argument("--backend", default="auto", choices=RENDER_BACKENDS)
+    p.set_defaults(func=_cmd_kiosk)
 
     p = sub.add_parser("token", help="print a signed, expiring token for serve --token")
     p.add_argument("--secret", required=True, help="the server's --token secret")

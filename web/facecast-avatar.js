@@ -8,14 +8,24 @@
 //   avatar       avatar name, default "default"
 //   token        access token (the server's secret or a JWT signed with it)
 //   autoconnect  connect as soon as the element is in the document
-//   reconnect    reconnect after an unexpected close, backing off 1 s, 2 s, 4 s … 30 s
+//   reconnect    reconnect after any drop (WebSocket closed, WebRTC failed, server restarted):
+//                exponential backoff from 1 s, doubling per failed attempt, capped at 30 s (or
+//                `reconnect-max` seconds), each wait drawn uniformly from [½, 1] × the step
+//                ("equal jitter", so many screens do not reconnect in lockstep); the step resets
+//                once media flows again
+//   reconnect-max  cap of the reconnect backoff in seconds (default 30)
+//   display      join as display NAME: apps connected with ?control=NAME speak through this
+//                element's session (PROTOCOL.md, "Displays and controllers"; the kiosk page)
 //
 // Methods: connect(), disconnect(), speak(text, {voice, id}), sendAudio(samples, sampleRate, {id}),
 //   audioEnd({id}), interrupt(), startMicrophone(), stopMicrophone(), stats().
 // Properties: state ("idle" | "speaking" | "disconnected"), connectionState, session (the server's
-//   `ready` message), videoElement, peerConnection, microphoneActive, sdpTransform.
+//   `ready` message), videoElement, peerConnection, microphoneActive, sdpTransform,
+//   reconnectAttempts (failed attempts since media last flowed), nextReconnectMs (the pending
+//   wait, or null).
 // Events (CustomEvent, detail = the server message, or a {type, …} object for local ones):
-//   ready, statechange, speechstart, speechend, error, connected, disconnected, message.
+//   ready, statechange, speechstart, speechend, error, connected, disconnected, message,
+//   reconnecting ({attempt, delayMs}).
 //
 // The control protocol is described in PROTOCOL.md beside this file.
 
@@ -156,7 +166,7 @@ registerProcessor("facecast-mic", FacecastMicProcessor);
 
 export class FacecastAvatar extends HTMLElement {
   static get observedAttributes() {
-    return ["server", "avatar", "token"];
+    return ["server", "avatar", "token", "display"];
   }
 
   constructor() {
@@ -183,6 +193,8 @@ export class FacecastAvatar extends HTMLElement {
     this._connectSettle = null;
     this._reconnectTimer = null;
     this._reconnectDelay = RECONNECT_MIN_MS;
+    this._reconnectAttempts = 0;
+    this._nextReconnectMs = null;
     this._pingTimer = null;
     this._connectTimer = null;
     this._generation = 0;
@@ -241,6 +253,16 @@ export class FacecastAvatar extends HTMLElement {
     return this._mic !== null;
   }
 
+  /** Failed connection attempts since media last flowed (0 while connected). */
+  get reconnectAttempts() {
+    return this._reconnectAttempts;
+  }
+
+  /** The wait before the pending reconnect attempt, in ms, or null when none is pending. */
+  get nextReconnectMs() {
+    return this._nextReconnectMs;
+  }
+
   get serverUrl() {
     let server = this.getAttribute("server");
     if (!server) {
@@ -254,6 +276,8 @@ export class FacecastAvatar extends HTMLElement {
     params.set("avatar", this.getAttribute("avatar") || "default");
     const token = this.getAttribute("token");
     if (token) params.set("token", token);
+    const display = this.getAttribute("display");
+    if (display) params.set("display", display);
     return `${server}/ws?${params.toString()}`;
   }
 
@@ -268,6 +292,7 @@ export class FacecastAvatar extends HTMLElement {
     if (this._conn === "connected") return Promise.resolve(this._session);
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;
+    this._nextReconnectMs = null;
     this._wantConnected = true;
     this._userClosed = false;
     this._connectPromise = new Promise((resolve, reject) => {
@@ -285,6 +310,7 @@ export class FacecastAvatar extends HTMLElement {
     this._userClosed = true;
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;
+    this._nextReconnectMs = null;
     this._teardown({ type: "disconnected", requested: true, code: 1000, reason: "disconnect()" });
     this._setStatus("Disconnected");
   }
@@ -344,7 +370,6 @@ export class FacecastAvatar extends HTMLElement {
     switch (msg.type) {
       case "ready":
         this._session = msg;
-        this._reconnectDelay = RECONNECT_MIN_MS;
         this._emit("ready", msg);
         this._setState("idle", { type: "state", state: "idle" });
         this._setStatus("Starting video…");
@@ -402,6 +427,8 @@ export class FacecastAvatar extends HTMLElement {
       const s = pc.connectionState;
       if (s === "connected" && this._conn === "connecting") {
         this._conn = "connected";
+        this._reconnectDelay = RECONNECT_MIN_MS; // media flows: the next drop starts over at 1 s
+        this._reconnectAttempts = 0;
         clearTimeout(this._connectTimer);
         this._setStatus(this._needsGesture ? "🔇 Click to turn sound on" : null);
         this._emit("connected", { type: "connected", session: this._session });
@@ -524,12 +551,19 @@ export class FacecastAvatar extends HTMLElement {
       this._wantConnected = false;
       return;
     }
-    const delay = this._reconnectDelay;
-    this._reconnectDelay = Math.min(this._reconnectDelay * 2, RECONNECT_MAX_MS);
+    const maxAttr = Number(this.getAttribute("reconnect-max"));
+    const cap = maxAttr > 0 ? Math.max(RECONNECT_MIN_MS, maxAttr * 1000) : RECONNECT_MAX_MS;
+    const step = Math.min(this._reconnectDelay, cap);
+    const delay = Math.round(step / 2 + Math.random() * (step / 2)); // equal jitter
+    this._reconnectDelay = Math.min(step * 2, cap);
+    this._reconnectAttempts += 1;
+    this._nextReconnectMs = delay;
     clearTimeout(this._reconnectTimer);
-    this._setStatus(`${this._status.textContent} — retrying in ${Math.round(delay / 1000)} s`, true);
+    this._setStatus(`${this._status.textContent} — retrying in ${Math.max(1, Math.round(delay / 1000))} s`, true);
+    this._emit("reconnecting", { type: "reconnecting", attempt: this._reconnectAttempts, delayMs: delay });
     this._reconnectTimer = setTimeout(() => {
       this._reconnectTimer = null;
+      this._nextReconnectMs = null;
       if (this._wantConnected && !this._userClosed) this.connect().catch(() => {});
     }, delay);
   }
