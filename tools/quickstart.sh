@@ -19,9 +19,14 @@ cd "$root"
 venv="${FACECAST_VENV:-$root/.venv}"
 
 # Debian/Ubuntu packages the project needs (grows as features arrive).
-apt_packages=(python3-venv libespeak-ng1 espeak-ng-data asterisk-core-sounds-en-g722)
-# The test suite also drives the web widget in a real browser (Playwright with Debian's chromium).
-if [ "$mode" = test ]; then apt_packages+=(chromium); fi
+# PyAudio (facecast cam / devices) builds against PortAudio: portaudio19-dev and a C compiler;
+# libasound2-plugins lets PortAudio's ALSA backend reach PulseAudio/PipeWire microphones.
+apt_packages=(python3-venv libespeak-ng1 espeak-ng-data asterisk-core-sounds-en-g722
+              portaudio19-dev libasound2-plugins gcc)
+# The test suite also drives the web widget in a real browser (Playwright with Debian's chromium),
+# captures real speech through PortAudio from a private PulseAudio null sink, and opens the
+# preview window under Xvfb.
+if [ "$mode" = test ]; then apt_packages+=(chromium pulseaudio pulseaudio-utils xvfb); fi
 
 log() { printf '[quickstart] %s\n' "$*" >&2; }
 
@@ -53,6 +58,10 @@ ensure_system_packages() {
     local keep=()
     for p in "${missing[@]}"; do [ "$p" = python3-venv ] || keep+=("$p"); done
     missing=("${keep[@]}")
+  fi
+  # building PyAudio needs the interpreter's headers: Debian's python3 has them in python3-dev
+  if ! "$py" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then
+    dpkg-query -W -f='${Status}' python3-dev 2>/dev/null | grep -q "install ok installed" || missing+=(python3-dev)
   fi
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing system packages: ${missing[*]}"
