@@ -412,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="display name apps speak through: /ws?control=NAME (default kiosk)")
     p.add_argument("--say", default=None, help="say this once the page is connected")
     p.add_argument("--mic", nargs="?", const="default", default=None, metavar="DEVICE",
-                   help="speak with the local microphone (needs runtime/mic.py; not yet)")
+                   help="speak with the local microphone (device name or index; the default "
+                        "input without a value)")
     p.add_argument("--log-file", default=None,
                    help="rotating log file (default ~/.local/state/facecast/kiosk.log)")
     p.add_argument("--log-max-mb", type=float, default=5.0, help="rotate at this size (MiB)")

@@ -12,8 +12,10 @@ What it does:
   (``web/facecast-avatar.js`` ``reconnect``); it is the display ``kiosk`` (``--display``), so
   speech arrives from apps over the WebSocket protocol (``/ws?control=kiosk``: ``speak``,
   ``audio`` + ``audio_end``, ``interrupt``; ``web/PROTOCOL.md``), from text (``--say``, and each
-  line typed on standard input), or (later) a local microphone (``--mic``); with nothing to say
-  the avatar idles;
+  line typed on standard input), or the local microphone (``--mic [DEVICE]``, through
+  ``runtime.mic`` like ``facecast cam``, cut into utterances by ``VoiceGate`` so that the avatar
+  idles between phrases and an app's speech is not held up behind an endless microphone stream);
+  with nothing to say the avatar idles;
 * logs go to a size-rotated file (``logging.handlers.RotatingFileHandler``; default
   ``$XDG_STATE_HOME/facecast/kiosk.log``, i.e. ``~/.local/state/facecast/kiosk.log``, 5 MiB × 5
   backups) and to stderr; websockets' per-request lines and aioice's per-candidate lines are
@@ -59,7 +61,7 @@ class KioskOptions:
         display: display name of the page (apps send speech to ``/ws?control=NAME``).
         log_file: rotating log file (None: ``default_log_file()``). log_max_bytes, log_backups:
         rotation. say: text spoken once the page is connected. read_stdin: speak each line of
-        standard input. mic: microphone device (name or index) or None.
+        standard input. mic: microphone device (name, index, or "default") or None (no mic).
     """
 
     avatar: str = "default"
@@ -243,38 +245,132 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, server, display: str) -> None:
             asyncio.run_coroutine_threadsafe(_speak_when_shown(server, display, text), loop)
 
 
-def _start_mic(server, options: KioskOptions) -> None:
-    """The local microphone as the display's voice.
+class VoiceGate:
+    """Cuts a live microphone stream into utterances by level, so the avatar speaks while someone
+    talks and idles between phrases.
 
-    TODO(mic): ``runtime/mic.py`` (the input class ``facecast cam`` uses, issue 7 part 1) has not
-    landed. The hook is ``Server.display_audio(display, samples48k, utt_id, done)``: open the
-    device named by ``options.mic``, resample each chunk to 48 kHz float32 mono, and call it on
-    the event loop (``loop.call_soon_threadsafe``) with one utterance id per stretch of voice,
-    ``done=True`` at its end. Until then ``--mic`` is refused with a clear message.
+    An utterance opens when a chunk's level reaches ``open_db`` (dBFS RMS) and starts with the
+    ``preroll_s`` of audio before it (so the first consonant is not clipped); it ends (``done``)
+    after ``hang_s`` of chunks below ``close_db``. Chunks while closed are dropped.
+
+    Args:
+        emit: called as ``emit(utt_id, samples float32 [n] at 48 kHz, done)`` for each piece.
+        open_db, close_db: level thresholds, dBFS (close_db ≤ open_db: hysteresis).
+        preroll_s, hang_s: seconds.
+        prefix: utterance ids are ``f"{prefix}{k}"``, k = 1, 2, …
     """
+
+    def __init__(self, emit, open_db: float = -38.0, close_db: float = -45.0,
+                 preroll_s: float = 0.2, hang_s: float = 0.6, prefix: str = "mic") -> None:
+        from collections import deque
+
+        if close_db > open_db:
+            raise ValueError("close_db must not exceed open_db")
+        self.emit = emit
+        self.open_db, self.close_db = open_db, close_db
+        self.preroll = int(preroll_s * 48000)
+        self.hang = hang_s
+        self.prefix = prefix
+        self.count = 0
+        self.current: str | None = None
+        self._quiet_s = 0.0
+        self._ring: deque = deque()
+        self._ring_n = 0
+
+    def push(self, x48) -> None:
+        """One chunk: float32 [n] mono at 48 kHz."""
+        import numpy as np
+
+        x = np.asarray(x48, np.float32)
+        if not len(x):
+            return
+        level = 10 * np.log10(float(np.mean(np.square(x, dtype=np.float64))) + 1e-12)
+        if self.current is None:
+            if level >= self.open_db:
+                self.count += 1
+                self.current = f"{self.prefix}{self.count}"
+                self._quiet_s = 0.0
+                pre = np.concatenate(list(self._ring)) if self._ring else x[:0]
+                self._ring.clear()
+                self._ring_n = 0
+                self.emit(self.current, np.concatenate([pre, x]), False)
+            else:
+                self._ring.append(x)
+                self._ring_n += len(x)
+                while self._ring_n - len(self._ring[0]) >= self.preroll:
+                    self._ring_n -= len(self._ring.popleft())
+            return
+        self._quiet_s = self._quiet_s + len(x) / 48000 if level < self.close_db else 0.0
+        done = self._quiet_s >= self.hang
+        self.emit(self.current, x, done)
+        if done:
+            self.current = None
+
+    def close(self) -> None:
+        """End the open utterance, if any."""
+        import numpy as np
+
+        if self.current is not None:
+            self.emit(self.current, np.zeros(0, np.float32), True)
+            self.current = None
+
+
+def _open_mic(options: KioskOptions):
+    """Open ``options.mic`` (a device name or index; "default": the default input) with
+    ``runtime.mic.Microphone``. Raises ``runtime.mic.MicError`` (an OSError) with the devices
+    that exist, or ValueError when ``runtime.mic`` is missing."""
     try:
-        import runtime.mic  # noqa: F401
+        from runtime.mic import Microphone
     except ImportError:
-        raise ValueError("--mic needs the microphone input (runtime/mic.py, used by "
-                         "facecast cam), which is not installed in this version yet; send "
-                         "speech over /ws?control=" + options.display + " instead") from None
-    raise ValueError("--mic: the kiosk is not wired to runtime.mic yet (see "
-                     "runtime.kiosk._start_mic)")
+        raise ValueError("--mic needs runtime/mic.py (the input of facecast cam) and PyAudio; "
+                         f"send speech over /ws?control={options.display} instead") from None
+    spec = None if options.mic in (None, "", "default") else options.mic
+    return Microphone(spec).start()
+
+
+async def _pump_mic(mic, server, display: str, period_s: float = 0.02) -> None:
+    """Event loop task: microphone chunks → 48 kHz → ``VoiceGate`` → the display's session
+    (``Server.display_audio``). Without a connected display the audio is dropped."""
+    from runtime.mic import Resampler
+    from runtime.server import ProtocolError
+
+    resampler = Resampler(48000)
+    warned = [False]
+
+    def emit(uid: str, x, done: bool) -> None:
+        try:
+            server.display_audio(display, x, uid, done)
+            warned[0] = False
+        except ProtocolError as exc:
+            if not warned[0]:
+                log.warning("microphone: %s (%s); dropping its audio", exc, exc.code)
+            warned[0] = True
+
+    gate = VoiceGate(emit)
+    try:
+        while True:
+            for chunk in mic.drain():
+                gate.push(resampler.push(chunk.samples, chunk.rate))
+            if not mic.active:
+                log.error("the microphone stopped delivering audio")
+                return
+            await asyncio.sleep(period_s)
+    finally:
+        gate.close()
 
 
 def run_kiosk(options: KioskOptions) -> int:
     """Run the kiosk until interrupted (Ctrl-C or SIGTERM). Returns the exit status (0).
 
     Raises:
-        ValueError: bad options (bad log rotation, ``--mic`` without microphone support, a
-            server configuration ``ServerConfig.check`` refuses).
-        OSError: the log file cannot be opened, or the port is taken.
+        ValueError: bad options (bad log rotation, ``--mic`` without ``runtime.mic``, a server
+            configuration ``ServerConfig.check`` refuses).
+        OSError: the log file cannot be opened, the port is taken, or the microphone cannot
+            be opened (``runtime.mic.MicError``, listing the devices that exist).
         BundleError: the avatar does not load.
     """
     from runtime.server import Server, ServerConfig
 
-    if options.mic is not None:
-        _start_mic(None, options)  # refused with a clear message until runtime/mic.py lands
     handler = setup_logging(options.log_file or default_log_file(), options.log_max_bytes,
                             options.log_backups)
     log.info("kiosk starting (log file %s, rotated at %d bytes, %d backups)",
@@ -289,9 +385,14 @@ def run_kiosk(options: KioskOptions) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        mic = await loop.run_in_executor(None, _open_mic, options) if options.mic else None
         server = Server(config)
         await server.start()
         url = kiosk_url(server.port, options)
+        if mic is not None:
+            log.info("microphone %r at %d Hz speaks on display %r", mic.device.name, mic.rate,
+                     options.display)
+            loop.create_task(_pump_mic(mic, server, options.display), name="facecast-mic")
         print(f"facecast kiosk: serving {url}  (apps speak through "
               f"ws://127.0.0.1:{server.port}/ws?control={options.display}; type text + Enter "
               "to say it; Ctrl-C stops)", flush=True)
@@ -326,6 +427,8 @@ def run_kiosk(options: KioskOptions) -> int:
             log.info("kiosk stopping")
             if supervisor is not None:
                 supervisor.stop()
+            if mic is not None:
+                mic.close()
             await server.stop()
 
     try:

@@ -263,3 +263,86 @@ def test_log_file_rotates_and_http_lines_are_silenced(tmp_path) -> None:
     assert "connection rejected (503" in text  # refusals and errors still show
     with pytest.raises(ValueError):
         setup_logging(path, max_bytes=10, backups=1)
+
+
+def test_voice_gate_cuts_speech_into_utterances() -> None:
+    """Real speech with pauses: one utterance per phrase, each ended, nothing from the silence."""
+    from runtime.audio_io import load_audio, resample
+    from runtime.bench_latency import heldout_prompts
+    from runtime.kiosk import VoiceGate
+
+    try:
+        prompt = heldout_prompts()[0]
+    except FileNotFoundError:
+        pytest.skip("asterisk-core-sounds-en-g722 is not installed")
+    speech, rate = load_audio(prompt)
+    speech48 = resample(speech, rate, 48000)
+    rng = np.random.default_rng(0)
+
+    def hiss(seconds: float) -> np.ndarray:
+        return rng.normal(0, 1e-3, int(seconds * 48000)).astype(np.float32)
+
+    stream = np.concatenate([hiss(1.0), speech48, hiss(1.5), speech48, hiss(1.5)])
+    pieces: list[tuple[str, int, bool]] = []
+    gate = VoiceGate(lambda uid, x, done: pieces.append((uid, len(x), done)))
+    for i in range(0, len(stream), 960):  # 20 ms chunks
+        gate.push(stream[i:i + 960])
+    gate.close()
+    ids = list(dict.fromkeys(uid for uid, _n, _d in pieces))
+    assert ids == ["mic1", "mic2"]
+    for uid in ids:
+        mine = [(n, d) for u, n, d in pieces if u == uid]
+        assert [d for _n, d in mine].count(True) == 1 and mine[-1][1]  # ended once, at the end
+        seconds = sum(n for n, _d in mine) / 48000
+        # the phrase, plus at most the pre-roll (0.2 s) and the hang (0.6 s) and one chunk
+        assert len(speech48) / 48000 - 0.3 < seconds < len(speech48) / 48000 + 0.85, seconds
+
+
+def test_kiosk_microphone_speaks_on_the_display(tmp_path) -> None:
+    """``facecast kiosk --mic DEVICE`` through real PortAudio: a private PulseAudio null sink's
+    monitor is the microphone (tests/test_mic.py's sound server); speech played into it arrives
+    on the display session as an utterance that starts and ends."""
+    pytest.importorskip("pyaudio", reason="PyAudio is not installed")
+    test_mic = pytest.importorskip("test_mic")
+    sound = test_mic.start_sound_server(tmp_path / "pulse")
+    speech, rate = test_mic.prompt_audio()
+    port = _free_port()
+    env = dict(sound.env, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "kiosk", "--port", str(port), "--no-browser",
+         "--mic", test_mic.MIC_NAME, "--log-file", str(tmp_path / "kiosk.log")],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+    async def main():
+        async with AvatarClient(f"ws://127.0.0.1:{port}/ws", params={"display": "kiosk"}) as c:
+            await c.start_media()
+            await c.wait_video(5)
+            player = sound.play(speech, rate)
+            started = await c.wait_for(lambda m: m["type"] == "speech_started", 20)
+            ended = await c.wait_for(lambda m: m["type"] == "speech_ended", 30)
+            player.wait(10)
+            return started, ended
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _health(port)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"kiosk did not start: {proc.stderr.read()[-2000:]}")
+                time.sleep(0.3)
+        started, ended = asyncio.run(asyncio.wait_for(main(), 90))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        test_mic.stop_sound_server(sound)
+    assert started["id"] == "mic1" and ended["id"] == "mic1" and not ended["interrupted"]
+    duration = len(speech) / rate * 1000
+    assert duration - 300 < ended["played_ms"] < duration + 1000, (ended, duration)
