@@ -20,6 +20,9 @@ Subcommands (each prints a one-line reason and exits non-zero on bad input):
   [--fps 25] [--size 512] [--backend auto|onnxruntime|cuda|tensorrt|torch] [--seed 0] [--json]``
   — speech or text → talking-avatar MP4 (H.264 + AAC); one summary line
 * ``facecast eval sync VIDEO.mp4 [--json]`` — lip sync of a rendered video judged by mediapipe
+* ``facecast eval webcam [--avatar default] [--target NAME] [--text "…" | --audio FILE]
+  [--calibration first|source] [--lead-in 1.0] [--out driven.mp4] [--json]`` — webcam-driven
+  mode end to end on a rendered clip with known motion: tracking rate, coefficient and pose errors
 * ``facecast serve [--host 127.0.0.1] [--port 8765] [--avatar default] [--size 256] [--fps 25]
   [--backend auto] [--token SECRET | --insecure] [--allowed-origin URL ...] [--max-sessions 4]``
   — the real-time server: WebRTC to the web widget, control over WebSocket (``web/PROTOCOL.md``)
@@ -150,6 +153,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError("eval sync needs a video: facecast eval sync OUT.mp4")
         report = evaluate_sync(Path(args.video))
         print(json.dumps(report.to_json(), indent=None if args.json else 2))
+        return EXIT_OK
+    if args.what == "webcam":
+        _quiet_native_logs()
+        from runtime.webcam_eval import evaluate_webcam
+
+        with _backend_errors_as_input_errors():
+            result = evaluate_webcam(args.avatar, args.target, args.text, args.audio, args.voice,
+                                     args.lead_in, 25, args.size, args.seed,
+                                     args.backend or "auto", args.calibration,
+                                     out_video=args.out, work_dir=args.work_dir)
+        print(json.dumps(result, indent=None if args.json else 2))
         return EXIT_OK
     if args.what == "renderer":
         _quiet_native_logs()
@@ -336,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("eval", help="quality figures that print JSON")
-    p.add_argument("what", choices=("lipsync", "renderer", "sync"), help="what to evaluate")
+    p.add_argument("what", choices=("lipsync", "renderer", "sync", "webcam"),
+                   help="what to evaluate")
     p.add_argument("video", nargs="?", default=None, help="sync: the MP4 to judge")
     p.add_argument("--data", default="data/speech",
                    help="speech corpus from tools/prepare_speech.py (default data/speech)")
@@ -353,6 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="renderer: backend (default auto)")
     p.add_argument("--sheet", default=None,
                    help="renderer: also write a student/teacher contact sheet PNG here")
+    p.add_argument("--target", default=None,
+                   help="webcam: avatar the webcam drives (default: the held-out portrait "
+                        "grace_hopper, enrolled into a temporary folder)")
+    p.add_argument("--text", default=None, help="webcam: sentence the driver avatar speaks")
+    p.add_argument("--audio", default=None, help="webcam: speech file instead of --text")
+    p.add_argument("--voice", default=None, help="webcam: espeak-ng voice for --text")
+    p.add_argument("--calibration", default="first", choices=("first", "source"),
+                   help="webcam: driver neutral from the first tracked frames (as live) or "
+                        "from the driver avatar's still image")
+    p.add_argument("--lead-in", type=float, default=1.0,
+                   help="webcam: seconds of silence before the speech (default 1.0)")
+    p.add_argument("--out", default=None,
+                   help="webcam: also render the target avatar driven by the webcam to this MP4")
+    p.add_argument("--work-dir", default=None,
+                   help="webcam: keep the driver video and target bundle here")
     p.add_argument("--json", action="store_true", help="one line of JSON")
     p.set_defaults(func=_cmd_eval)
 

@@ -76,6 +76,8 @@ class RenderResult:
     height: int
     render_seconds: float
     backend: str
+    animation: Animation | None = None
+    """The rig input of every frame (known coefficients and pose; ``animate``)."""
 
     @property
     def real_time_factor(self) -> float:
@@ -279,7 +281,7 @@ def render_audio(avatar: Avatar, audio: np.ndarray, sample_rate: int, out_path: 
         tmp.unlink(missing_ok=True)
         raise
     return RenderResult(out_path, len(a) / sample_rate, n_frames, float(fps), options.size,
-                        width, height, time.perf_counter() - started, renderer.backend)
+                        width, height, time.perf_counter() - started, renderer.backend, anim)
 
 
 def render_text(avatar: Avatar, text: str, out_path: str | Path, tts=None, voice: str | None = None,

@@ -194,11 +194,17 @@ class Session:
         seed: behaviour seed.
         max_buffer_s: speech buffer limit (``SpeechQueue``).
         on_event: called on the event loop with each event dict (``speech_started`` …).
+        drive: optional per-frame override, ``drive(coeffs [19], pose [6]) -> (coeffs, pose)``,
+            called in the worker thread right after the behaviour layer (e.g.
+            ``runtime.webcam_drive.LiveWebcamDrive``: the webcam's face replaces the audio mouth
+            and idle head while it is tracked). Also settable later as ``session.drive``.
     """
 
     def __init__(self, session_id: str, avatar_state, motion_engine, fps: int = 25,
                  seed: int = 0, max_buffer_s: float = 60.0,
-                 on_event: Callable[[dict], None] | None = None) -> None:
+                 on_event: Callable[[dict], None] | None = None,
+                 drive: Callable[[np.ndarray, np.ndarray],
+                                 tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         from engines.motion import FpsResampler
         from runtime.behaviour import Behaviour
 
@@ -210,6 +216,7 @@ class Session:
         self.samples_per_frame = OUTPUT_SAMPLE_RATE // fps
         self.queue = SpeechQueue(max_buffer_s)
         self.on_event = on_event or (lambda event: None)
+        self.drive = drive
         self.motion = motion_engine.stream()
         self.lookahead = lookahead_frames(motion_engine.delay_frames, fps)
         self.fps_resampler = FpsResampler(fps)
@@ -303,6 +310,8 @@ class Session:
             energy = max(SILENCE_DB, 20 * math.log10(rms)) if rms > 0 else SILENCE_DB
             f0 = self._f0(x_out, energy)
             coeffs, pose = self.behaviour.step(row[:_K], float(row[_K]), energy, f0)
+            if self.drive is not None:
+                coeffs, pose = self.drive(coeffs, pose)
             keypoints = self.avatar.rig.keypoints(coeffs[None], pose[None])[0]
             job = FrameJob(self, self.frame, keypoints, x_out, events, speaking_now)
             self.frame += 1
