@@ -289,12 +289,31 @@ def _cmd_cam(args: argparse.Namespace) -> int:
                          preview=args.preview, record=args.record, seconds=args.seconds,
                          size=args.size, fps=args.fps, backend=args.backend,
                          threads=args.threads, seed=args.seed, vcam_device=args.vcam_device)
-    with _backend_errors_as_input_errors():
-        result = run_cam(options, on_started=lambda info: print(describe_outputs(info),
-                                                                 file=sys.stderr, flush=True))
+    drive = None
+    if args.drive == "webcam":  # head, blinks and expression from the camera; mouth from the mic
+        import avatars
+        from runtime.webcam_drive import open_webcam_drive
+
+        camera = int(args.camera) if args.camera.isdigit() else args.camera
+        drive = open_webcam_drive(camera, avatars.load(args.avatar), size=args.size,
+                                  fps=args.fps)
+    try:
+        with _backend_errors_as_input_errors():
+            result = run_cam(options, drive=drive,
+                             on_started=lambda info: print(describe_outputs(info),
+                                                           file=sys.stderr, flush=True))
+    finally:
+        if drive is not None:
+            drive.close()
     if not args.json:
         print(result.summary(), file=sys.stderr)
-    print(json.dumps(result.to_json(), indent=None if args.json else 2))
+    report = result.to_json()
+    if drive is not None:  # frames whose head, blinks and expression came from the camera
+        report["drive"] = {"mode": "webcam", "camera": args.camera,
+                           "frames_output": drive.frames_output,
+                           "frames_tracked": drive.frames_tracked,
+                           "error": None if drive.error is None else str(drive.error)}
+    print(json.dumps(report, indent=None if args.json else 2))
     if result.errors:
         print(f"facecast cam: error: {'; '.join(result.errors.values())}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -488,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=RENDER_BACKENDS)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
     p.add_argument("--seed", type=int, default=0, help="seed of blinks and head motion")
+    p.add_argument("--drive", default="audio", choices=("audio", "webcam"),
+                   help="audio: the voice drives the face (default); webcam: your tracked face "
+                        "drives head, blinks and expression, the voice takes the mouth over "
+                        "when your face is lost")
+    p.add_argument("--camera", default="0",
+                   help="--drive webcam: camera index, /dev/videoN, or a video file (default 0)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     p.set_defaults(func=_cmd_cam)
 

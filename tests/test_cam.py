@@ -254,3 +254,57 @@ def test_recorder_refuses_bad_paths_and_keeps_nothing_on_abort(tmp_path):
     rec = Recorder(tmp_path / "a.mp4", 64, 64, 25)
     rec.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_facecast_cam_drive_webcam_from_a_video_file(sound_server, tmp_path):  # noqa: F811
+    """``facecast cam --drive webcam``: a rendered clip of the default avatar stands in for the
+    camera (VideoSource plays a file in real time exactly as it reads a device), the mic is the
+    test microphone; the camera drives the face while the clip lasts, then the voice and the
+    behaviour take over, and the recording has a face in every frame."""
+    driver = tmp_path / "driver.mp4"
+    subprocess.run([sys.executable, "-m", "runtime.cli", "render", "--avatar", "default",
+                    "--size", "256", "--out", str(driver), "--text", "Hello there, look at me."],
+                   cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
+                   capture_output=True)
+    out = tmp_path / "cam.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "cam", "--device", MIC_NAME, "--record", str(out),
+         "--seconds", "5", "--drive", "webcam", "--camera", str(driver), "--json"],
+        cwd=ROOT, env={**sound_server.env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started: list[str] = []
+    reader = threading.Thread(target=lambda: started.extend(proc.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while not any("facecast cam: microphone" in s for s in started):
+        assert proc.poll() is None, "".join(started)
+        assert time.monotonic() < deadline, "facecast cam did not start"
+        time.sleep(0.05)
+    audio, rate = prompt_audio()
+    player = sound_server.play(np.concatenate([np.zeros(int(LEAD_S * rate), np.float32), audio]),
+                               rate)
+    stdout, _ = proc.communicate(timeout=120)
+    player.wait(10)
+    reader.join(5)
+    assert proc.returncode == 0, "".join(started)
+    report = json.loads(stdout.strip().splitlines()[-1])
+    drive = report["drive"]
+    assert drive["error"] is None and drive["camera"] == str(driver)
+    assert drive["frames_output"] >= 0.8 * report["frames"]
+    assert drive["frames_tracked"] >= 25  # about 2 s of the clip drove the face
+    from runtime.sync_eval import evaluate_sync
+
+    sync = evaluate_sync(out)  # the face is there throughout and the mic's voice moves its mouth
+    assert sync.frames_without_face == 0
+    assert sync.corr > 0.3, sync
+
+
+def test_facecast_cam_drive_webcam_missing_camera_is_one_line(sound_server):  # noqa: F811
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "cam", "--device", MIC_NAME, "--record",
+         "/tmp/never.mp4", "--drive", "webcam", "--camera", "97"],
+        cwd=ROOT, env={**sound_server.env, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("facecast cam: error: no camera 97")
+    assert not Path("/tmp/never.mp4").exists()
