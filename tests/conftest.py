@@ -44,3 +44,20 @@ def face_crop(default_avatar: avatars.Avatar) -> np.ndarray:
 def save_png(array: np.ndarray, path: Path) -> Path:
     Image.fromarray(array).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def sound_server(tmp_path_factory):
+    """A private PulseAudio whose null-sink monitor is the test microphone
+    (``test_mic.start_sound_server``), with this process's environment pointed at it. One per
+    test session: ALSA reads its configuration once per process, so a second server with other
+    paths would be invisible to in-process PortAudio."""
+    from test_mic import start_sound_server, stop_sound_server
+
+    server = start_sound_server(tmp_path_factory.mktemp("pulse"))
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("ALSA_CONFIG_PATH", "PULSE_SERVER", "PULSE_RUNTIME_PATH", "PULSE_STATE_PATH",
+                    "XDG_RUNTIME_DIR", "JACK_NO_START_SERVER"):
+            mp.setenv(key, server.env[key])
+        yield server
+    stop_sound_server(server)

@@ -28,7 +28,6 @@ from test_mic import (
     best_alignment,
     envelope_db,
     prompt_audio,
-    sound_server,  # noqa: F401 - fixture
 )
 
 from runtime.cam import MAX_BACKLOG_SLICES, CamOptions, MicFeed, run_cam
@@ -63,7 +62,7 @@ def _decode(path: Path) -> tuple[list[float], np.ndarray, int, tuple[int, int]]:
     return times, samples.astype(np.float32), rate, size
 
 
-def test_facecast_cam_records_the_voice_with_a_moving_mouth(sound_server, tmp_path):  # noqa: F811
+def test_facecast_cam_records_the_voice_with_a_moving_mouth(sound_server, tmp_path):
     audio, rate = prompt_audio()
     out = tmp_path / "cam.mp4"
     proc = subprocess.Popen(
@@ -180,7 +179,7 @@ def test_vcam_unavailable_says_what_to_install():
     assert "OBS" in vcam_install_hint("darwin") and "OBS" in vcam_install_hint("win32")
 
 
-def test_cam_cli_vcam_error_is_one_line_and_writes_nothing(sound_server, tmp_path):  # noqa: F811
+def test_cam_cli_vcam_error_is_one_line_and_writes_nothing(sound_server, tmp_path):
     if any(Path("/dev").glob("video*")):
         pytest.skip("a video device exists here")
     out = tmp_path / "never.mp4"
@@ -195,7 +194,7 @@ def test_cam_cli_vcam_error_is_one_line_and_writes_nothing(sound_server, tmp_pat
     assert list(tmp_path.iterdir()) == []  # the recorder's part file was removed
 
 
-def test_cam_needs_an_output_and_a_real_device(sound_server):  # noqa: F811
+def test_cam_needs_an_output_and_a_real_device(sound_server):
     with pytest.raises(ValueError, match="choose at least one output"):
         run_cam(CamOptions(device=MIC_NAME))
     from runtime.mic import MicError
@@ -256,7 +255,7 @@ def test_recorder_refuses_bad_paths_and_keeps_nothing_on_abort(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_facecast_cam_drive_webcam_from_a_video_file(sound_server, tmp_path):  # noqa: F811
+def test_facecast_cam_drive_webcam_from_a_video_file(sound_server, tmp_path):
     """``facecast cam --drive webcam``: a rendered clip of the default avatar stands in for the
     camera (VideoSource plays a file in real time exactly as it reads a device), the mic is the
     test microphone; the camera drives the face while the clip lasts, then the voice and the
@@ -299,7 +298,7 @@ def test_facecast_cam_drive_webcam_from_a_video_file(sound_server, tmp_path):  #
     assert sync.corr > 0.3, sync
 
 
-def test_facecast_cam_drive_webcam_missing_camera_is_one_line(sound_server):  # noqa: F811
+def test_facecast_cam_drive_webcam_missing_camera_is_one_line(sound_server):
     proc = subprocess.run(
         [sys.executable, "-m", "runtime.cli", "cam", "--device", MIC_NAME, "--record",
          "/tmp/never.mp4", "--drive", "webcam", "--camera", "97"],

@@ -137,19 +137,6 @@ def stop_sound_server(server: SoundServer) -> None:
         server.process.wait(5)
 
 
-@pytest.fixture(scope="module")
-def sound_server(tmp_path_factory):
-    """A private PulseAudio whose null-sink monitor is the microphone, with this process's
-    environment pointed at it (PortAudio reads ALSA's configuration when it initialises)."""
-    server = start_sound_server(tmp_path_factory.mktemp("pulse"))
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("ALSA_CONFIG_PATH", "PULSE_SERVER", "PULSE_RUNTIME_PATH", "PULSE_STATE_PATH",
-                    "XDG_RUNTIME_DIR", "JACK_NO_START_SERVER"):
-            mp.setenv(key, server.env[key])
-        yield server
-    stop_sound_server(server)
-
-
 def prompt_audio(name: str = PROMPT_NAME) -> tuple[np.ndarray, int]:
     """A held-out Asterisk prompt, float32 mono at its own rate (16 kHz)."""
     from runtime.audio_io import load_audio
