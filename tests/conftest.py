@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,18 +47,51 @@ def save_png(array: np.ndarray, path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def sound_server(tmp_path_factory):
-    """A private PulseAudio whose null-sink monitor is the test microphone
-    (``test_mic.start_sound_server``), with this process's environment pointed at it. One per
-    test session: ALSA reads its configuration once per process, so a second server with other
-    paths would be invisible to in-process PortAudio."""
-    from test_mic import start_sound_server, stop_sound_server
 
-    server = start_sound_server(tmp_path_factory.mktemp("pulse"))
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("ALSA_CONFIG_PATH", "PULSE_SERVER", "PULSE_RUNTIME_PATH", "PULSE_STATE_PATH",
-                    "XDG_RUNTIME_DIR", "JACK_NO_START_SERVER"):
-            mp.setenv(key, server.env[key])
-        yield server
-    stop_sound_server(server)
+_SOUND_ENV = ("ALSA_CONFIG_PATH", "PULSE_SERVER", "PULSE_RUNTIME_PATH", "PULSE_STATE_PATH",
+              "XDG_RUNTIME_DIR", "JACK_NO_START_SERVER")
+
+
+def pytest_configure(config):
+    """Start the test microphone (``test_mic.start_sound_server``: a private PulseAudio whose
+    null-sink monitor PortAudio lists) before any test module is imported, with this process's
+    environment pointed at it. It must come first: importing mediapipe imports sounddevice, which
+    initialises PortAudio, and PortAudio keeps the device list of its first initialisation for
+    the whole process (PyAudio's later ``Pa_Initialize`` only counts up)."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_mic import start_sound_server
+
+    config.facecast_sound = None
+    try:
+        server = start_sound_server(Path(tempfile.mkdtemp(prefix="facecast-pulse-")))
+    except pytest.skip.Exception as why:  # packages missing: the microphone tests skip
+        config.facecast_sound_missing = str(why)
+        return
+    except BaseException as exc:  # noqa: BLE001 - reported by the tests that need it
+        config.facecast_sound_missing = f"the test microphone did not start: {exc}"
+        return
+    config.facecast_sound = server
+    for key in _SOUND_ENV:
+        os.environ[key] = server.env[key]
+
+
+def pytest_unconfigure(config):
+    server = getattr(config, "facecast_sound", None)
+    if server is not None:
+        import shutil
+
+        from test_mic import stop_sound_server
+
+        stop_sound_server(server)
+        shutil.rmtree(server.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sound_server(pytestconfig):
+    """The test microphone started in ``pytest_configure`` (a ``test_mic.SoundServer``)."""
+    server = getattr(pytestconfig, "facecast_sound", None)
+    if server is None:
+        pytest.skip(getattr(pytestconfig, "facecast_sound_missing", "no test microphone"))
+    return server
