@@ -16,8 +16,9 @@ Reported (one JSON object):
 * ``stalls``: gaps over 2 s between received video frames inside a connection
   (``video_gaps_over_2s``, with the longest gap), the server's watchdog restarts
   (``runtime.scheduler``; from ``/healthz``), and how often ``/healthz`` said ``stalled``;
-* ``reconnections``: how many, and the time from opening the WebSocket to the first video frame
-  (median, max);
+* ``reconnections``: how many, the time from opening the WebSocket to the first video frame
+  (median, max), attempts that failed (retried after 2 s; five in a row end the run) and
+  connections that dropped while in use;
 * ``av``: A/V offset by cross-correlation of the mouth's darkness against the voice's envelope on
   the received streams (``bench_latency._offset``, positive when the mouth lags) over the first and
   the last 60 s of speech (first and last connection), their difference, and the content-free clock
@@ -217,6 +218,8 @@ def bench_soak(minutes: float = 60.0, reconnect_every: float = DEFAULT_RECONNECT
 
 async def _run(port: int, pid: int, seconds: float, reconnect_every: float, prompts: list,
                box: tuple[int, int, int, int]) -> dict[str, Any]:
+    from websockets.exceptions import WebSocketException
+
     from runtime.client import AvatarClient
 
     url = f"ws://127.0.0.1:{port}/ws"
@@ -231,6 +234,7 @@ async def _run(port: int, pid: int, seconds: float, reconnect_every: float, prom
     t_end = None
     k = 0
     first_video_ms: list[float] = []
+    failures: list[dict] = []
 
     async def sample() -> None:
         nonlocal stalled_seen
@@ -252,12 +256,24 @@ async def _run(port: int, pid: int, seconds: float, reconnect_every: float, prom
             k += 1
             t_open = time.monotonic()
             client = AvatarClient(url, keep_frames=True, frame_region=box)
-            await client.__aenter__()
             try:
+                await client.__aenter__()
                 if client.ready.get("type") != "ready":
-                    raise RuntimeError(f"connection {k} refused: {client.ready}")
+                    raise ConnectionError(f"refused: {client.ready}")
                 await client.start_media()
                 await client.wait_video(1, timeout=30)
+            except (OSError, TimeoutError, ConnectionError, WebSocketException) as exc:
+                # a reconnect that fails is a finding, not the end of the soak (the first one
+                # is: the server does not work at all)
+                await client.close()
+                failures.append({"index": k, "t_s": round(time.monotonic() - wall0, 1),
+                                 "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+                if k == 1 or len(failures) >= 5 and all(
+                        f["index"] > k - 5 for f in failures[-5:]):
+                    raise RuntimeError(f"connection {k} failed: {exc}") from exc
+                await asyncio.sleep(2.0)
+                continue
+            try:
                 first_video_ms.append((time.monotonic() - t_open) * 1000)
                 if k == 1:
                     await client.wait_video(25, timeout=30)
@@ -269,20 +285,26 @@ async def _run(port: int, pid: int, seconds: float, reconnect_every: float, prom
                 t0 = time.monotonic()
                 t_stop = min(t_end, t0 + reconnect_every)
                 turn = min(TURN_S, reconnect_every)
-                while time.monotonic() < t_stop - 0.5:
-                    left = t_stop - time.monotonic()
-                    speak_s = min(turn * 2 / 3, left)
-                    await _drive(client, prompts, speak_s, rng, [])
-                    idle_s = min(turn / 3, t_stop - time.monotonic())
-                    if idle_s > 0:
-                        await asyncio.sleep(idle_s)
-                await asyncio.sleep(0.5)  # the last frames in flight
+                error = None
+                try:
+                    while time.monotonic() < t_stop - 0.5:
+                        left = t_stop - time.monotonic()
+                        speak_s = min(turn * 2 / 3, left)
+                        await _drive(client, prompts, speak_s, rng, [])
+                        idle_s = min(turn / 3, t_stop - time.monotonic())
+                        if idle_s > 0:
+                            await asyncio.sleep(idle_s)
+                    await asyncio.sleep(0.5)  # the last frames in flight
+                except (OSError, ConnectionError, WebSocketException) as exc:  # dropped under us
+                    error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 t1 = time.monotonic()
                 if t_end - t1 <= 1.0:  # the last connection: measure while it is still up
                     end = proc_resources(pid)
                 figures = connection_figures(client, t0, t1, fps)
                 figures.update({"index": k, "seconds": round(t1 - t0, 1),
                                 "first_video_ms": round(first_video_ms[-1], 1)})
+                if error is not None:
+                    figures["dropped"] = error
                 connections.append(figures)
             finally:
                 await client.close()
@@ -318,6 +340,8 @@ async def _run(port: int, pid: int, seconds: float, reconnect_every: float, prom
                    "watchdog_restarts": restarts, "healthz_stalled_samples": stalled_seen,
                    "unrecovered": health.get("status") != "ok"},
         "reconnections": {"count": len(connections) - 1,
+                          "failed_attempts": failures,
+                          "dropped_connections": sum("dropped" in c for c in connections),
                           "first_video_ms_median": round(float(np.median(first_video_ms)), 1),
                           "first_video_ms_max": round(float(np.max(first_video_ms)), 1)},
         "av": {"offset_start_ms": off0, "offset_end_ms": off1,

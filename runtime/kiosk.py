@@ -385,14 +385,21 @@ def run_kiosk(options: KioskOptions) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        tasks: set[asyncio.Task] = set()  # strong references (the loop keeps only weak ones)
         mic = await loop.run_in_executor(None, _open_mic, options) if options.mic else None
         server = Server(config)
-        await server.start()
+        try:
+            await server.start()
+        except BaseException:
+            if mic is not None:
+                mic.close()
+            raise
         url = kiosk_url(server.port, options)
         if mic is not None:
             log.info("microphone %r at %d Hz speaks on display %r", mic.device.name, mic.rate,
                      options.display)
-            loop.create_task(_pump_mic(mic, server, options.display), name="facecast-mic")
+            tasks.add(loop.create_task(_pump_mic(mic, server, options.display),
+                                       name="facecast-mic"))
         print(f"facecast kiosk: serving {url}  (apps speak through "
               f"ws://127.0.0.1:{server.port}/ws?control={options.display}; type text + Enter "
               "to say it; Ctrl-C stops)", flush=True)
@@ -417,7 +424,8 @@ def run_kiosk(options: KioskOptions) -> int:
                                                                profile))
                 supervisor.start()
         if options.say:
-            loop.create_task(_speak_when_shown(server, options.display, options.say))
+            tasks.add(loop.create_task(_speak_when_shown(server, options.display,
+                                                         options.say)))
         if options.read_stdin and sys.stdin is not None and not sys.stdin.closed:
             threading.Thread(target=_read_stdin, args=(loop, server, options.display),
                              name="facecast-stdin", daemon=True).start()
@@ -425,6 +433,8 @@ def run_kiosk(options: KioskOptions) -> int:
             await stop.wait()
         finally:
             log.info("kiosk stopping")
+            for task in tasks:
+                task.cancel()
             if supervisor is not None:
                 supervisor.stop()
             if mic is not None:

@@ -51,6 +51,8 @@ def test_short_soak_run_reports_everything() -> None:
     # 24 s in 6 s connections: 3 or 4 connections
     assert r["reconnections"]["count"] == len(r["connections"]) - 1 >= 2
     assert r["reconnections"]["first_video_ms_median"] > 0
+    assert r["reconnections"]["failed_attempts"] == []
+    assert r["reconnections"]["dropped_connections"] == 0
     f = r["frames"]
     assert f["delivered"] > 0.6 * f["expected"] > 0
     assert f["delivered_fps"] > 10
