@@ -95,3 +95,10 @@ def sound_server(pytestconfig):
     if server is None:
         pytest.skip(getattr(pytestconfig, "facecast_sound_missing", "no test microphone"))
     return server
+
+
+def env_without_test_microphone() -> dict[str, str]:
+    """This process's environment without the test microphone's PulseAudio/ALSA variables, for
+    browsers: Chromium would otherwise play its audio out through the private PulseAudio, which
+    under load left the received audio unplayed (``totalAudioEnergy`` 0) in one full-suite run."""
+    return {k: v for k, v in os.environ.items() if k not in _SOUND_ENV}

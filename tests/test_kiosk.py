@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import env_without_test_microphone
 
 from runtime.bench_latency import _free_port
 from runtime.bench_soak import serve_process
@@ -79,7 +80,8 @@ def test_kiosk_page_reconnects_after_the_server_is_killed(tmp_path) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/kiosk.html?avatar=default&display=kiosk"
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+                                     env=env_without_test_microphone())
         try:
             page = browser.new_page(viewport={"width": 800, "height": 600})
             page_errors: list[str] = []

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import env_without_test_microphone
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -47,7 +48,8 @@ def browser():
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+                                     env=env_without_test_microphone())
         try:
             yield browser
         finally:
