@@ -45,8 +45,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -282,28 +280,12 @@ def bench_latency(sessions: int = 1, seconds: float = 30.0, size: int = 256,
     prompts = [(p.stem, *load_audio(p)) for p in heldout_prompts()]
     prompts = [(n, a, r) for n, a, r in prompts if 1.0 <= len(a) / r <= 5.0][:24]  # sentences
     box = mouth_box(avatar)
+    from runtime.bench_soak import serve_process  # the one way benches start a server
+
     port = _free_port()
-    cmd = [sys.executable, "-m", "runtime.cli", "serve", "--port", str(port), "--size", str(size),
-           "--avatar", avatar, "--backend", backend, "--max-sessions", str(max(4, sessions))]
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                _get_json(f"http://127.0.0.1:{port}/healthz")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("facecast serve did not start") from None
-                time.sleep(0.2)
+    with serve_process(port, size, avatar, backend,
+                       extra=("--max-sessions", str(max(4, sessions)))) as proc:
         return asyncio.run(_run(port, proc.pid, sessions, seconds, prompts, box))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: list,
