@@ -44,6 +44,11 @@ log = logging.getLogger("facecast.server")
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_OPEN_STREAMS = 8
+"""Audio streams (``audio`` ids without ``audio_end``) one connection may hold open: each holds a
+resampler (an FFmpeg filter graph with its own threads) until its ``audio_end``."""
+RECLAIM_DELAY_S = 1.0
+"""Seconds after a session closes before ``runtime.reclaim.reclaim`` frees what its peer left."""
 MIN_PCM_RATE, MAX_PCM_RATE = 8000, 96000
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _QUIET_HTTP = ("connection open", "connection rejected (%d %s)", "HTTP response sent (%d %s)")
@@ -200,6 +205,7 @@ class Server:
         self.port = config.port
         self.started = time.monotonic()
         self._avatar_lock = asyncio.Lock()
+        self._reclaim_handle: asyncio.TimerHandle | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -221,6 +227,9 @@ class Server:
         log.info("serving on http://%s:%d", self.config.host, self.port)
 
     async def stop(self) -> None:
+        if self._reclaim_handle is not None:
+            self._reclaim_handle.cancel()
+            self._reclaim_handle = None
         for client_ws in list(getattr(self._ws_server, "connections", [])):
             await client_ws.close(1001, "server shutting down")
         if self._ws_server is not None:
@@ -462,6 +471,18 @@ class Server:
         self.sessions.pop(session.id, None)
         self.metrics.sessions.set(len(self.sessions))
         log.info("session %s closed", session.id)
+        if self._reclaim_handle is None:  # one reclaim for closes that come together
+            self._reclaim_handle = asyncio.get_running_loop().call_later(
+                RECLAIM_DELAY_S, self._reclaim)
+
+    def _reclaim(self) -> None:
+        """Free what closed peers left in reference cycles (see ``runtime.reclaim``)."""
+        from runtime.reclaim import reclaim
+
+        self._reclaim_handle = None
+        done = reclaim()
+        log.debug("reclaimed %d objects in %.1f ms (malloc_trim %s)", done.unreachable,
+                  done.seconds * 1000, done.trimmed)
 
     async def _on_message(self, ws, client: _Client, message) -> None:
         if isinstance(message, bytes):
@@ -595,6 +616,10 @@ class Server:
         client.current_stream = uid
         x = (np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0)
         res = client.resamplers.get(uid)
+        if res is None and len(client.resamplers) >= MAX_OPEN_STREAMS:
+            raise ProtocolError("too_many_streams",
+                                f"{len(client.resamplers)} audio streams are open; end one with "
+                                f"'audio_end' (or 'interrupt') before starting another")
         if res is None or res[1] != rate:
             res = (av.AudioResampler(format="flt", layout="mono", rate=OUTPUT_SAMPLE_RATE), rate)
             client.resamplers[uid] = res

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import time
 import urllib.error
@@ -133,6 +134,7 @@ ERRORS = [
     ("bad_message", json.dumps({"type": "offer"})),
     ("webrtc_failed", json.dumps({"type": "offer", "sdp": "v=0 garbage"})),
     ("audio_buffer_full", "BIG_AUDIO"),
+    ("too_many_streams", "MANY_STREAMS"),
 ]
 
 
@@ -147,6 +149,12 @@ def test_every_protocol_error_is_answered_and_the_session_lives_on(server) -> No
                     for _ in range(12):
                         await c.send(json.dumps({"type": "audio", "pcm16": pcm,
                                                  "sample_rate": 8000, "id": "big"}))
+                elif raw == "MANY_STREAMS":  # a ninth stream opened while eight are open
+                    await c.send({"type": "interrupt"})  # empties the full buffer first
+                    pcm = base64.b64encode(np.zeros(160, np.int16).tobytes()).decode()
+                    for k in range(9):
+                        await c.send(json.dumps({"type": "audio", "pcm16": pcm,
+                                                 "sample_rate": 8000, "id": f"open{k}"}))
                 else:
                     await c.send(raw)
                 await c.send({"type": "ping"})
@@ -205,6 +213,30 @@ def test_vanished_peer_is_cleaned_up(server) -> None:
     assert sid not in server.server.sessions, "session of a vanished peer still open"
     assert took < 15
     assert all(s.id != sid for s in server.server.scheduler.sessions)
+
+
+def test_closed_peer_is_freed_without_waiting_for_the_collector(server) -> None:
+    """aiortc's peer objects sit in reference cycles; the server collects them (and their codec
+    threads) about a second after the session closes instead of at CPython's next rare
+    generation-2 collection (``runtime.reclaim``)."""
+    import weakref
+
+    from aiortc import RTCPeerConnection
+
+    async def main():
+        async with AvatarClient(server.ws_url) as c:
+            await c.start_media()
+            await c.wait_video(3)
+            refs = [weakref.ref(o) for o in gc.get_objects()
+                    if type(o) is RTCPeerConnection and o is not c.pc]
+        deadline = time.monotonic() + 10
+        while any(r() is not None for r in refs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        return refs
+
+    refs = run(main())
+    assert refs, "the server's peer connection was not found"
+    assert all(r() is None for r in refs), "a closed peer connection is still alive"
 
 
 def _get(url: str) -> tuple[int, str, bytes]:
