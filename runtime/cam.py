@@ -414,8 +414,7 @@ async def _run(options: CamOptions, avatar, device, sinks: list, stop: threading
     finally:
         wall = time.monotonic() - t0
         scheduler.remove(session)
-        await scheduler.stop()
-        await loop.run_in_executor(None, _join_worker, scheduler)
+        await scheduler.stop()  # waits for the tick thread's last tick
         mic.close()
         session.close()
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -442,17 +441,6 @@ async def _run(options: CamOptions, avatar, device, sinks: list, stop: threading
             (s.frames for s in sinks if s.name == "record"), 0)} if options.record else {}),
             "sink_frames_dropped": sink_thread.dropped},
         stopped_by=stopped_by, errors=errors)
-
-
-def _join_worker(scheduler, timeout: float = 10.0) -> None:
-    """Wait for the scheduler's tick thread to finish its last tick: a thread still inside
-    ONNX Runtime when the interpreter exits can abort the process."""
-    worker = getattr(scheduler, "worker", None)  # a daemon Worker thread (watchdog version)
-    if worker is not None:
-        worker.thread.join(timeout)
-    executor = getattr(scheduler, "executor", None)  # a ThreadPoolExecutor (earlier version)
-    if executor is not None:
-        executor.shutdown(wait=True)
 
 
 def describe_outputs(info: dict) -> str:

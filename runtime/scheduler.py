@@ -45,6 +45,9 @@ WATCHDOG_PERIOD_S = 0.25
 """How often the watchdog looks."""
 MAX_ABANDONED = 3
 """Abandoned workers still stuck at which the watchdog stops starting new ones (gives up)."""
+STOP_JOIN_S = 10.0
+"""Seconds ``Scheduler.stop`` waits for the tick thread to finish its last call: a thread still
+inside ONNX Runtime when the interpreter exits can abort the process (SIGABRT)."""
 
 
 class Worker:
@@ -176,7 +179,9 @@ class Scheduler:
             self._watchdog = loop.create_task(self._watch(), name="facecast-watchdog")
 
     async def stop(self) -> None:
-        """Stop the watchdog, the clock and the worker (a call in progress is not waited for)."""
+        """Stop the watchdog, the clock and the worker; waits (in an executor thread, up to
+        ``STOP_JOIN_S``) for a tick in progress to finish. Abandoned workers are not waited
+        for: they are stuck by definition."""
         for task in (self._watchdog, self._task):
             if task is not None:
                 task.cancel()
@@ -186,6 +191,8 @@ class Scheduler:
                     pass
         self._watchdog = self._task = None
         self.worker.shutdown()
+        await asyncio.get_running_loop().run_in_executor(None, self.worker.thread.join,
+                                                         STOP_JOIN_S)
 
     # --- watchdog -------------------------------------------------------------------------
     def stalled(self, now: float | None = None) -> bool:
