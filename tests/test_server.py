@@ -223,12 +223,15 @@ def test_closed_peer_is_freed_without_waiting_for_the_collector(server) -> None:
 
     from aiortc import RTCPeerConnection
 
+    def peers() -> list:
+        return [o for o in gc.get_objects() if type(o) is RTCPeerConnection]
+
     async def main():
+        before = {id(o) for o in peers()}  # earlier tests' peers are not this test's business
         async with AvatarClient(server.ws_url) as c:
             await c.start_media()
             await c.wait_video(3)
-            refs = [weakref.ref(o) for o in gc.get_objects()
-                    if type(o) is RTCPeerConnection and o is not c.pc]
+            refs = [weakref.ref(o) for o in peers() if id(o) not in before and o is not c.pc]
         deadline = time.monotonic() + 10
         while any(r() is not None for r in refs) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
