@@ -7,7 +7,8 @@ soak``). Until then each closed peer keeps its libvpx encoder (frame buffers) an
 encoder, whose PyAV ``AudioResampler`` owns an FFmpeg filter graph with its own slice threads
 (two on a 2-core machine, found with ``gdb -batch -ex "thread apply all bt"`` on the server: the
 idle threads wait in libavutil's thread pool). Over an hour of reconnects that showed as
-16 → 37 threads and a steady RSS climb.
+16 → 37 threads (most of that hour's RSS climb was a separate PyAV 17.0.1 leak, fixed by
+pinning av 17.1.0).
 
 ``reclaim()`` runs a full collection and then asks glibc to return free heap pages to the
 system (``malloc_trim(0)``, glibc only; elsewhere it is skipped). It is called once after each
