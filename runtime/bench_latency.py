@@ -137,9 +137,48 @@ def _timeline(entries: list, rate: float) -> tuple[np.ndarray, np.ndarray]:
     return pts, a * pts + b
 
 
+def audio_on_pts(audio: list, rate: float = 48000.0) -> tuple[np.ndarray, int]:
+    """Received audio frames laid out on their own pts, so a lost or dropped frame leaves a gap
+    instead of pulling everything after it earlier (concatenating frames would shift the voice
+    20 ms per missing frame and read as the mouth lagging by as much).
+
+    Args:
+        audio: (arrival s, pts in 1/``rate`` s, float32 [n] samples) per received frame, in
+            arrival order.
+        rate: the pts clock and sample rate, Hz.
+
+    Returns:
+        (float32 [N] samples from the first frame's pts on, zeros where nothing arrived; the
+        number of samples missing inside that span). Frames that overlap an earlier one
+        (duplicates) are written once.
+    """
+    if not audio:
+        return np.zeros(0, np.float32), 0
+    first = int(audio[0][1])
+    end = max(int(p) - first + len(x) for _t, p, x in audio)
+    out = np.zeros(end, np.float32)
+    filled = np.zeros(end, bool)
+    for _t, p, x in audio:
+        i = int(p) - first
+        if i < 0:
+            continue
+        out[i:i + len(x)] = x
+        filled[i:i + len(x)] = True
+    return out, int(end - filled.sum())
+
+
 def _offset(video_t: np.ndarray, mouth: np.ndarray, audio_t: np.ndarray,
             audio: np.ndarray, t0: float, t1: float) -> tuple[float, float]:
-    """Offset (ms, positive = mouth lags) and correlation in the window [t0, t1)."""
+    """Offset (ms, positive = mouth lags) and correlation in the window [t0, t1).
+
+    Args:
+        video_t: float64 [n] time of each video frame (monotonic s), mouth: float [n] its
+            mouth-box darkness.
+        audio_t: float64 [m] time of each received audio frame; only ``audio_t[0]`` is used:
+            ``audio`` starts there, one sample per 1/48000 s (``audio_on_pts``).
+        audio: float32 [N] the received voice at 48 kHz, laid out on its pts.
+        t0, t1: the window, monotonic s.
+    """
     from runtime.sync_eval import audio_envelope, lagged_correlation, parabolic_peak
 
     hop = 0.01
@@ -329,7 +368,7 @@ async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: li
         wire_a = [(r.wire.get(("audio", p), t), p) for t, p, _x in r.audio]
         v_pts, v_t = _timeline(wire_v, 90000.0)
         _a_pts, a_t = _timeline(wire_a, 48000.0)
-        audio = np.concatenate([x for _t, _p, x in r.audio])
+        audio, audio_missing = audio_on_pts(r.audio)
         drift = clock_drift_ms(wire_v, wire_a, wall0, wall1)
         wire_v_t = np.array([t for t, _p in wire_v])
         wire_audio = [(t, p, x) for (t, p), (_r, _p, x) in zip(wire_a, r.audio)]
@@ -349,6 +388,7 @@ async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: li
             "frames": len(r.video),
             "delivered_fps": round(len(r.video) / span, 2) if span > 0 else 0.0,
             "frames_missing": int(np.sum(np.maximum(np.round(steps) - 1, 0))),
+            "audio_missing_ms": round(audio_missing / 48.0, 1),
             "av_offset_ms": off, "av_corr": corr,
             "av_offset_start_ms": off0, "av_offset_end_ms": off1,
             "av_clock_drift_ms": drift,

@@ -12,7 +12,7 @@ thirds of a turn and stays silent (the avatar idles) for the last third; a turn 
 Reported (one JSON object):
 
 * ``frames``: video frames delivered, frames expected at the server's fps over the connected time,
-  ``missing`` (gaps in the received pts);
+  ``missing`` (gaps in the received pts), ``audio_missing_ms`` (gaps in the received audio pts);
 * ``stalls``: gaps over 2 s between received video frames inside a connection
   (``video_gaps_over_2s``, with the longest gap), the server's watchdog restarts
   (``runtime.scheduler``; from ``/healthz``), and how often ``/healthz`` said ``stalled``;
@@ -55,6 +55,7 @@ from runtime.bench_latency import (
     _offset,
     _proc_stats,
     _timeline,
+    audio_on_pts,
     clock_drift_ms,
     heldout_prompts,
     mouth_box,
@@ -145,15 +146,16 @@ def connection_figures(client, t0: float, t1: float, fps: float = 25.0) -> dict[
 
     Returns: frames (received in [t0, t1]), missing (pts gaps there, in frames), gaps over
     ``STALL_GAP_S`` between received frames and the longest gap (s), A/V offset and correlation over the whole connection and over
-    its first and last ``OFFSET_WINDOW_S`` (ms; None without speech or frames), and the video/audio
-    clock drift within it (ms).
+    its first and last ``OFFSET_WINDOW_S`` (ms; None without speech or frames), the video/audio
+    clock drift within it (ms), and the received audio missing in its pts (ms; the voice is laid
+    out on its pts for the offsets, ``bench_latency.audio_on_pts``).
     """
     r = client.received
     inside = [(t, p, tb) for t, p, tb in r.video if t0 <= t <= t1]
     out: dict[str, Any] = {"frames": len(inside), "missing": 0, "gaps_over_2s": 0,
                            "longest_gap_s": None, "av_offset_ms": None, "av_corr": None,
                            "av_offset_first_ms": None, "av_offset_last_ms": None,
-                           "av_clock_drift_ms": None}
+                           "av_clock_drift_ms": None, "audio_missing_ms": None}
     if len(inside) < 2:
         return out
     arrivals = np.array([t for t, _p, _tb in inside])
@@ -169,7 +171,8 @@ def connection_figures(client, t0: float, t1: float, fps: float = 25.0) -> dict[
     _v_pts, v_t = _timeline(wire_v, 90000.0)
     _a_pts, a_t = _timeline(wire_a, 48000.0)
     dark = np.array([_darkness(f) for f in r.frames])
-    audio = np.concatenate([x for _t, _p, x in r.audio])
+    audio, audio_missing = audio_on_pts(r.audio)
+    out["audio_missing_ms"] = round(audio_missing / 48.0, 1)
 
     def offset(lo: float, hi: float) -> tuple[float | None, float | None]:
         if hi - lo < 4.0:
@@ -335,6 +338,8 @@ async def _run(port: int, pid: int, seconds: float, reconnect_every: float, prom
         "reconnect_every_s": reconnect_every,
         "frames": {"delivered": delivered, "expected": round(connected_s * fps),
                    "missing": sum(c["missing"] for c in connections),
+                   "audio_missing_ms": round(sum(c["audio_missing_ms"] or 0.0
+                                                 for c in connections), 1),
                    "delivered_fps": round(delivered / connected_s, 2) if connected_s else 0.0},
         "stalls": {"video_gaps_over_2s": gaps, "longest_video_gap_s": round(longest, 3),
                    "watchdog_restarts": restarts, "healthz_stalled_samples": stalled_seen,

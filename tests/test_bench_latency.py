@@ -67,6 +67,44 @@ def test_clock_drift_sees_a_stream_falling_behind() -> None:
     assert abs(B.clock_drift_ms(steady, audio, 0.0, 200.0)) < 0.5
 
 
+def _syllables(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Speech-like voice at 48 kHz (noise bursts of 80-300 ms with 60-400 ms pauses) and its
+    on/off gate per sample."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 48000)
+    gate = np.zeros(n, bool)
+    i = 4800
+    while i < n:
+        length = int(rng.uniform(0.08, 0.3) * 48000)
+        gate[i:i + length] = True
+        i += length + int(rng.uniform(0.06, 0.4) * 48000)
+    voice = (rng.normal(0, 0.2, n) * gate).astype(np.float32)
+    return voice, gate
+
+
+def test_offset_is_not_moved_by_a_lost_audio_frame() -> None:
+    """A mouth exactly in time with its voice reads about 0 ms, also when the receiver lost
+    three 20 ms audio frames early on (laid out on their pts: a gap); concatenating the frames
+    instead pulls the rest of the voice 60 ms early, read as the mouth lagging."""
+    fps, seconds = 25.0, 40.0
+    voice, gate = _syllables(seconds)
+    frames = [(k * 0.02, k * 960, voice[k * 960:(k + 1) * 960])
+              for k in range(len(voice) // 960)]
+    received = frames[:100] + frames[103:]  # three frames lost at 2 s
+    centres = (np.arange(int(seconds * fps)) + 0.5) / fps
+    mouth = np.array([gate[int((t - 0.02) * 48000):int((t + 0.02) * 48000)].mean()
+                      for t in centres])
+    audio_t = np.array([t for t, _p, _x in received])
+    laid, missing = B.audio_on_pts(received)
+    assert missing == 3 * 960
+    assert laid.shape == voice.shape
+    off, corr = B._offset(centres, mouth, audio_t, laid, 1.0, seconds - 1.0)
+    assert abs(off) < 5.0 and corr > 0.8
+    joined = np.concatenate([x for _t, _p, x in received])
+    off_joined, _ = B._offset(centres, mouth, audio_t, joined, 1.0, seconds - 1.0)
+    assert off_joined > 45.0
+
+
 def test_bench_latency_command_runs_end_to_end() -> None:
     """A short real run prints the JSON the README documents, with sane values."""
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "bench", "latency", "--sessions",
