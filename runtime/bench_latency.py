@@ -137,20 +137,19 @@ def _timeline(entries: list, rate: float) -> tuple[np.ndarray, np.ndarray]:
     return pts, a * pts + b
 
 
-def audio_on_pts(audio: list, rate: float = 48000.0) -> tuple[np.ndarray, int]:
+def audio_on_pts(audio: list) -> tuple[np.ndarray, int]:
     """Received audio frames laid out on their own pts, so a lost or dropped frame leaves a gap
     instead of pulling everything after it earlier (concatenating frames would shift the voice
     20 ms per missing frame and read as the mouth lagging by as much).
 
     Args:
-        audio: (arrival s, pts in 1/``rate`` s, float32 [n] samples) per received frame, in
-            arrival order.
-        rate: the pts clock and sample rate, Hz.
+        audio: (arrival s, pts in 1/48000 s, float32 [n] samples at 48 kHz) per received
+            frame, in arrival order (``Received.audio``; Opus's RTP clock is 48 kHz).
 
     Returns:
         (float32 [N] samples from the first frame's pts on, zeros where nothing arrived; the
-        number of samples missing inside that span). Frames that overlap an earlier one
-        (duplicates) are written once.
+        number of samples missing inside that span). A frame whose pts repeats an earlier
+        one's overwrites it.
     """
     if not audio:
         return np.zeros(0, np.float32), 0
