@@ -206,6 +206,7 @@ class Server:
         self.started = time.monotonic()
         self._avatar_lock = asyncio.Lock()
         self._reclaim_handle: asyncio.TimerHandle | None = None
+        self._sends: set[asyncio.Task] = set()  # event messages on their way (owned here)
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -236,6 +237,9 @@ class Server:
             self._ws_server.close()
             await self._ws_server.wait_closed()
         await self.scheduler.stop()
+        for task in list(self._sends):
+            task.cancel()
+        await asyncio.gather(*self._sends, return_exceptions=True)
 
     async def _avatar(self, name: str):
         import avatars
@@ -328,26 +332,30 @@ class Server:
         self.metrics.errors.labels(code).inc()
         await self._send(ws, {"type": "error", "code": code, "message": message})
 
-    def _event_sender(self, ws, display: str | None = None):
-        loop = asyncio.get_running_loop()
+    def _send_soon(self, ws, message: dict) -> None:
+        """Send ``message`` from synchronous code on the loop (session events): a task the
+        server keeps until it is done (``stop`` cancels what is left), in creation order."""
+        task = asyncio.get_running_loop().create_task(self._send(ws, message))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
 
+    def _event_sender(self, ws, display: str | None = None):
         def on_event(event: dict) -> None:
             first_audio = event.pop("_first_audio", None)
             if first_audio is not None:
                 self.metrics.speech_latency.observe(max(0.0, time.monotonic() - first_audio))
-            loop.create_task(self._send(ws, event))
+            self._send_soon(ws, event)
             if display is not None:
                 for controller in list(self.controllers.get(display, ())):
-                    loop.create_task(self._send(controller, event))
+                    self._send_soon(controller, event)
 
         return on_event
 
     def _announce_display(self, name: str, session) -> None:
         message = {"type": "display", "display": name, "connected": session is not None,
                    "session": getattr(session, "id", None)}
-        loop = asyncio.get_running_loop()
         for controller in list(self.controllers.get(name, ())):
-            loop.create_task(self._send(controller, message))
+            self._send_soon(controller, message)
 
     async def _handle_controller(self, ws, name: str) -> None:
         """A ``?control=NAME`` connection: its speech goes to display NAME's current session."""
