@@ -118,4 +118,5 @@ def test_bench_latency_command_runs_end_to_end() -> None:
     assert r["onset_to_mouth_ms"]["median"] > 40.0
     assert r["per_prompt"][0]["prompt"]
     assert abs(r["per_session"][0]["av_clock_drift_ms"]) < 40.0
+    assert 0.0 <= r["per_session"][0]["audio_missing_ms"] < 1000.0
     assert r["server"]["rss_end_mb"] > 0 and r["server"]["backend"]

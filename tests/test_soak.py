@@ -56,6 +56,8 @@ def test_short_soak_run_reports_everything() -> None:
     f = r["frames"]
     assert f["delivered"] > 0.6 * f["expected"] > 0
     assert f["delivered_fps"] > 10
+    # received audio lost in the pts: counted (ms), and far less than what was connected
+    assert 0.0 <= f["audio_missing_ms"] < 0.2 * f["expected"] / 25.0 * 1000
     s = r["stalls"]
     assert s["video_gaps_over_2s"] == 0 and s["watchdog_restarts"] == 0
     assert s["unrecovered"] is False
@@ -72,3 +74,4 @@ def test_short_soak_run_reports_everything() -> None:
     assert abs(srv["fds_change"]) < 50 and abs(srv["threads_change"]) < 20
     for c in r["connections"]:
         assert c["frames"] > 0 and c["gaps_over_2s"] == 0
+        assert c["audio_missing_ms"] is not None and c["audio_missing_ms"] >= 0.0
