@@ -18,7 +18,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from engines.tensorrt_build import (
+from engines.tensorrt.build import (
     TensorRTUnavailable,
     cuda_check,
     current_key,
@@ -137,7 +137,7 @@ class _DeviceBuffer:
 
 
 class TensorRTBackend:
-    """A deserialized TensorRT engine from the plan cache (``engines.tensorrt_build``).
+    """A deserialized TensorRT engine from the plan cache (``engines.tensorrt.build``).
 
     Args:
         path: the .onnx file the plan was built from (its bytes pick the plan).

@@ -73,7 +73,7 @@ class _TorchGraph:
 
 
 def _torch_graphs(size: int, checkpoint: Path) -> tuple[Backend, Backend]:
-    from engines.renderer_model import load_checkpoint
+    from engines.training.renderer_model import load_checkpoint
 
     encoder, renderer = load_checkpoint(str(checkpoint), size=size)
     return (_TorchGraph(encoder, ["source"], ["source_features"]),

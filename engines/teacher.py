@@ -1,6 +1,6 @@
 """The procedural teacher renderer: an exact piecewise-affine warp plus a drawn mouth interior.
 
-The teacher is the reference the neural renderer (``engines.renderer_model``) is trained on and
+The teacher is the reference the neural renderer (``engines.training.renderer_model``) is trained on and
 judged against (``facecast eval renderer`` reports both). It is slow-ish (numpy + OpenCV, a few
 milliseconds per 256² frame) and exact:
 

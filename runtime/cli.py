@@ -81,7 +81,7 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
 
 def _cmd_rig_preview(args: argparse.Namespace) -> int:
     import avatars
-    from runtime.preview import rig_preview
+    from runtime.offline.preview import rig_preview
 
     avatar = avatars.load(args.avatar)
     path = rig_preview(avatar, args.out, size=args.size)
@@ -110,10 +110,10 @@ def _backend_errors_as_input_errors() -> Iterator[None]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from runtime.bench import bench_motion, bench_renderer, bench_rig
+    from runtime.bench.components import bench_motion, bench_renderer, bench_rig
 
     if args.what == "latency":
-        from runtime.bench_latency import bench_latency
+        from runtime.bench.latency import bench_latency
 
         with _backend_errors_as_input_errors():
             result = bench_latency(args.sessions, 30.0 if args.seconds is None else args.seconds,
@@ -121,7 +121,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=None if args.json else 2))
         return EXIT_OK
     if args.what == "soak":
-        from runtime.bench_soak import DEFAULT_RECONNECT_S, bench_soak
+        from runtime.bench.soak import DEFAULT_RECONNECT_S, bench_soak
 
         with _backend_errors_as_input_errors():
             result = bench_soak(60.0 if args.minutes is None else args.minutes,
@@ -147,7 +147,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.what == "sync":
         _quiet_native_logs()
-        from runtime.sync_eval import evaluate_sync
+        from runtime.evals.sync import evaluate_sync
 
         if not args.video:
             raise ValueError("eval sync needs a video: facecast eval sync OUT.mp4")
@@ -156,7 +156,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.what == "webcam":
         _quiet_native_logs()
-        from runtime.webcam_eval import evaluate_webcam
+        from runtime.evals.webcam import evaluate_webcam
 
         with _backend_errors_as_input_errors():
             result = evaluate_webcam(args.avatar, args.target, args.text, args.audio, args.voice,
@@ -167,8 +167,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.what == "renderer":
         _quiet_native_logs()
-        from runtime import renderer_eval
-
+        from runtime.evals import renderer as renderer_eval
         with _backend_errors_as_input_errors():
             result = renderer_eval.evaluate(args.avatar, args.n, args.seed, args.size,
                                             args.backend or "auto",
@@ -176,8 +175,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=None if args.json else 2))
         return EXIT_OK
 
-    from runtime import lipsync_eval
-
+    from runtime.evals import lipsync as lipsync_eval
     data = Path(args.data)
     model = Path(args.model) if args.model else None
     if args.plot:
@@ -190,10 +188,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     import avatars
-    from runtime.audio_io import load_audio
-    from runtime.espeak import EspeakError
-    from runtime.render import RenderOptions, render_audio, render_text, terminal_progress
-    from runtime.tts import TTSError, check_text, make_tts
+    from runtime.audio.decode import load_audio
+    from runtime.audio.espeak import EspeakError
+    from runtime.offline.render import RenderOptions, render_audio, render_text, terminal_progress
+    from runtime.audio.tts import TTSError, check_text, make_tts
 
     avatar = avatars.load(args.avatar)
     options = RenderOptions(fps=args.fps, size=args.size, backend=args.backend, seed=args.seed)
@@ -220,7 +218,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from runtime.server import ServerConfig, run
+    from runtime.serve.server import ServerConfig, run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = ServerConfig(host=args.host, port=args.port, avatar=args.avatar, size=args.size,
@@ -239,7 +237,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_kiosk(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from runtime.kiosk import KioskOptions, run_kiosk
+    from runtime.local.kiosk import KioskOptions, run_kiosk
 
     options = KioskOptions(avatar=args.avatar, port=args.port, size=args.size,
                            backend=args.backend, fullscreen=args.fullscreen,
@@ -253,7 +251,7 @@ def _cmd_kiosk(args: argparse.Namespace) -> int:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    from runtime.server import issue_token
+    from runtime.serve.server import issue_token
 
     if not args.secret:
         raise ValueError("--secret must not be empty")
@@ -264,15 +262,16 @@ def _cmd_token(args: argparse.Namespace) -> int:
 def _cmd_build_engines(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engines.tensorrt_build import build_engines_main
+    from engines.tensorrt.build import build_engines_main
 
-    paths = [Path(p) for p in args.onnx] or sorted(
-        (Path(__file__).resolve().parents[1] / "engines" / "models").glob("*.onnx"))
+    from engines.renderer import PACKAGE_MODELS_DIR
+
+    paths = [Path(p) for p in args.onnx] or sorted(PACKAGE_MODELS_DIR.glob("*.onnx"))
     return build_engines_main(paths, args.max_batch)
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from runtime.mic import format_table, list_devices
+    from runtime.local.mic import format_table, list_devices
 
     devices = list_devices()
     if args.json:
@@ -283,7 +282,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _cmd_cam(args: argparse.Namespace) -> int:
-    from runtime.cam import CamOptions, describe_outputs, run_cam
+    from runtime.local.cam import CamOptions, describe_outputs, run_cam
 
     options = CamOptions(avatar=args.avatar, device=args.device, vcam=args.vcam,
                          preview=args.preview, record=args.record, seconds=args.seconds,
@@ -292,7 +291,7 @@ def _cmd_cam(args: argparse.Namespace) -> int:
     drive = None
     if args.drive == "webcam":  # head, blinks and expression from the camera; mouth from the mic
         import avatars
-        from runtime.webcam_drive import open_webcam_drive
+        from runtime.webcam.drive import open_webcam_drive
 
         camera = int(args.camera) if args.camera.isdigit() else args.camera
         drive = open_webcam_drive(camera, avatars.load(args.avatar), size=args.size,
@@ -526,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facecast`` console script. Returns the process exit status."""
     args = build_parser().parse_args(argv)
     from avatars.bundle import BundleError
-    from engines.tensorrt_build import TensorRTUnavailable
+    from engines.tensorrt.build import TensorRTUnavailable
 
     try:
         return int(args.func(args))

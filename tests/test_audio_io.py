@@ -1,4 +1,4 @@
-"""runtime.audio_io: decoding real files of several formats with PyAV, its errors, resampling."""
+"""runtime.audio.decode: decoding real files of several formats with PyAV, its errors, resampling."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from runtime.audio_io import load_audio, resample
+from runtime.audio.decode import load_audio, resample
 
 PROMPT = Path("/usr/share/asterisk/sounds/en/demo-enterkeywords.g722")
 

@@ -1,4 +1,4 @@
-"""engines.backends / engines.tensorrt_build without a GPU: ONNX Runtime backend equals a plain
+"""engines.backends / engines.tensorrt.build without a GPU: ONNX Runtime backend equals a plain
 session, `auto` falls back to ONNX Runtime, TensorRT errors are clear, the cache key follows
 the ONNX bytes, optimisation profiles come out right."""
 
@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from engines.backends import Backend, OrtBackend, open_backend, ort_cuda_available
-from engines.tensorrt_build import (
+from engines.tensorrt.build import (
     DEFAULT_DIM_RANGES,
     TensorRTUnavailable,
     build_engines_main,

@@ -7,7 +7,7 @@ import pytest
 
 from avatars.rig import INDEX, N_COEFFICIENTS
 from engines.visemes import MOTION_COEFFICIENTS
-from runtime.behaviour import Behaviour, BehaviourParams, blink_closure
+from runtime.animation.behaviour import Behaviour, BehaviourParams, blink_closure
 
 FPS = 25
 K = len(MOTION_COEFFICIENTS)

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import bench_latency as B
-
+from runtime.bench import latency as B
 ROOT = Path(__file__).resolve().parents[1]
 
 

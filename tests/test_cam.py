@@ -30,10 +30,10 @@ from test_mic import (
     prompt_audio,
 )
 
-from runtime.cam import MAX_BACKLOG_SLICES, CamOptions, MicFeed, run_cam
-from runtime.mic import Chunk
-from runtime.session import SpeechQueue
-from runtime.vcam import (
+from runtime.local.cam import MAX_BACKLOG_SLICES, CamOptions, MicFeed, run_cam
+from runtime.local.mic import Chunk
+from runtime.live.session import SpeechQueue
+from runtime.local.sinks import (
     PreviewWindow,
     Recorder,
     SinkUnavailable,
@@ -121,7 +121,7 @@ def test_facecast_cam_records_the_voice_with_a_moving_mouth(sound_server, tmp_pa
     assert abs(level_db) < 3.0, level_db  # the voice at its own level
 
     # the mouth follows the voice (judged by mediapipe on the decoded frames)
-    from runtime.sync_eval import evaluate_sync
+    from runtime.evals.sync import evaluate_sync
 
     sync = evaluate_sync(out)
     assert sync.frames_without_face == 0
@@ -197,7 +197,7 @@ def test_cam_cli_vcam_error_is_one_line_and_writes_nothing(sound_server, tmp_pat
 def test_cam_needs_an_output_and_a_real_device(sound_server):
     with pytest.raises(ValueError, match="choose at least one output"):
         run_cam(CamOptions(device=MIC_NAME))
-    from runtime.mic import MicError
+    from runtime.local.mic import MicError
 
     with pytest.raises(MicError, match="no input device named like 'nope'"):
         run_cam(CamOptions(device="nope", record="/tmp/x.mp4"))
@@ -223,7 +223,7 @@ def test_preview_window_shows_frames_on_a_virtual_display(tmp_path):
     pytest.importorskip("tkinter", reason="tkinter missing (apt install python3-tk)")
     code = (
         "import time, av, numpy as np\n"
-        "from runtime.vcam import PreviewWindow\n"
+        "from runtime.local.sinks import PreviewWindow\n"
         "w = PreviewWindow('t')\n"
         "f = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format='rgb24')\n"
         "for i in range(20):\n"
@@ -291,7 +291,7 @@ def test_facecast_cam_drive_webcam_from_a_video_file(sound_server, tmp_path):
     assert drive["error"] is None and drive["camera"] == str(driver)
     assert drive["frames_output"] >= 0.8 * report["frames"]
     assert drive["frames_tracked"] >= 25  # about 2 s of the clip drove the face
-    from runtime.sync_eval import evaluate_sync
+    from runtime.evals.sync import evaluate_sync
 
     sync = evaluate_sync(out)  # the face is there throughout and the mic's voice moves its mouth
     assert sync.frames_without_face == 0

@@ -50,8 +50,8 @@ def test_avatar_info_prints_metadata() -> None:
 
 def test_serving_path_imports_neither_torch_nor_mediapipe() -> None:
     code = (
-        "import sys, avatars, avatars.rig, avatars.retarget, runtime.cli, runtime.one_euro, "
-        "runtime.preview, engines\n"
+        "import sys, avatars, avatars.rig, avatars.retarget, runtime.cli, runtime.animation.one_euro, "
+        "runtime.offline.preview, engines\n"
         "avatars.load('default')\n"
         "bad = [m for m in ('torch', 'mediapipe') if m in sys.modules]\n"
         "assert not bad, bad\n"

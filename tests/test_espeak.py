@@ -1,4 +1,4 @@
-"""runtime.espeak against the real libespeak-ng: audio, phone timings, voices, errors, threads."""
+"""runtime.audio.espeak against the real libespeak-ng: audio, phone timings, voices, errors, threads."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
     not _have_espeak(), reason="libespeak-ng not installed (apt-get install libespeak-ng1)"
 )
 
-from runtime.espeak import EspeakError, Phone, Synthesis, list_voices, synthesize  # noqa: E402
+from runtime.audio.espeak import EspeakError, Phone, Synthesis, list_voices, synthesize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,7 +196,7 @@ def test_missing_library_names_the_package() -> None:
     code = (
         "import ctypes.util\n"
         "ctypes.util.find_library = lambda name: '/nonexistent/libespeak-ng.so.1'\n"
-        "from runtime.espeak import EspeakError, synthesize\n"
+        "from runtime.audio.espeak import EspeakError, synthesize\n"
         "try:\n"
         "    synthesize('hello')\n"
         "except EspeakError as e:\n"

@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 from conftest import env_without_test_microphone
 
-from runtime.bench_latency import _free_port
-from runtime.bench_soak import serve_process
-from runtime.client import AvatarClient
-from runtime.server import ServerConfig, serve_in_thread
+from runtime.bench.latency import _free_port
+from runtime.bench.soak import serve_process
+from runtime.serve.client import AvatarClient
+from runtime.serve.server import ServerConfig, serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "out"
@@ -240,7 +240,7 @@ def test_kiosk_command_serves_without_a_display_and_says_so(tmp_path) -> None:
 
 
 def test_log_file_rotates_and_http_lines_are_silenced(tmp_path) -> None:
-    from runtime.kiosk import setup_logging
+    from runtime.local.kiosk import setup_logging
 
     path = tmp_path / "logs" / "kiosk.log"
     handler = setup_logging(path, max_bytes=2048, backups=2, stream=None)
@@ -269,9 +269,9 @@ def test_log_file_rotates_and_http_lines_are_silenced(tmp_path) -> None:
 
 def test_voice_gate_cuts_speech_into_utterances() -> None:
     """Real speech with pauses: one utterance per phrase, each ended, nothing from the silence."""
-    from runtime.audio_io import load_audio, resample
-    from runtime.bench_latency import heldout_prompts
-    from runtime.kiosk import VoiceGate
+    from runtime.audio.decode import load_audio, resample
+    from runtime.bench.latency import heldout_prompts
+    from runtime.local.kiosk import VoiceGate
 
     try:
         prompt = heldout_prompts()[0]

@@ -15,12 +15,12 @@ from conftest import ROOT
 from engines.audio import SAMPLE_RATE
 
 asterisk = pytest.importorskip("tools.speech.asterisk")
-espeak = pytest.importorskip("runtime.espeak")
+espeak = pytest.importorskip("runtime.audio.espeak")
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from runtime.audio_io import resample
+    from runtime.audio.decode import resample
     from tools.prepare_speech import HELDOUT_VOICES, move_stop_closures
 
     prompts = {p.name: p for p in asterisk.find_prompts()}

@@ -4,7 +4,7 @@ A private PulseAudio daemon (in a temporary folder, its own socket) runs a null 
 monitor is the "microphone"; an ALSA configuration (``ALSA_CONFIG_PATH``) declares PCMs of
 ALSA's ``pulse`` plugin on it, so PortAudio (ALSA host API) lists them like any device. Real
 speech (held-out Asterisk prompts) is played into the sink with ``paplay`` in real time and
-captured through PyAudio by ``runtime.mic.Microphone``, the class ``facecast cam`` uses; the
+captured through PyAudio by ``runtime.local.mic.Microphone``, the class ``facecast cam`` uses; the
 sound server paces it like a sound card would.
 
 Needs the Debian packages pulseaudio, pulseaudio-utils (paplay), libasound2-plugins (ALSA's
@@ -27,8 +27,8 @@ import pytest
 
 pytest.importorskip("pyaudio", reason="PyAudio is not installed (pip install pyaudio)")
 
-from runtime import mic
-from runtime.mic import MicError, Microphone, Resampler, list_devices
+from runtime.local import mic
+from runtime.local.mic import MicError, Microphone, Resampler, list_devices
 
 MIC_NAME = "facecast_test_mic"
 SPEAKER_NAME = "facecast_test_speaker"
@@ -139,8 +139,8 @@ def stop_sound_server(server: SoundServer) -> None:
 
 def prompt_audio(name: str = PROMPT_NAME) -> tuple[np.ndarray, int]:
     """A held-out Asterisk prompt, float32 mono at its own rate (16 kHz)."""
-    from runtime.audio_io import load_audio
-    from runtime.bench_latency import heldout_prompts
+    from runtime.audio.decode import load_audio
+    from runtime.bench.latency import heldout_prompts
 
     paths = [p for p in heldout_prompts() if p.name == name]
     if not paths:
@@ -151,7 +151,7 @@ def prompt_audio(name: str = PROMPT_NAME) -> tuple[np.ndarray, int]:
 
 def envelope_db(x: np.ndarray, rate: int, hop_s: float = 0.01) -> np.ndarray:
     """RMS level in dB every 10 ms (25 ms windows), floored 50 dB below the peak."""
-    from runtime.sync_eval import audio_envelope
+    from runtime.evals.sync import audio_envelope
 
     return audio_envelope(np.asarray(x, np.float32), rate, hop_s)
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from runtime.one_euro import KEYPOINT_PARAMS, OneEuroFilter, OneEuroParams
+from runtime.animation.one_euro import KEYPOINT_PARAMS, OneEuroFilter, OneEuroParams
 
 
 def test_first_sample_passes_and_constant_is_kept() -> None:

@@ -1,4 +1,4 @@
-"""runtime.prosody: per-video-frame loudness and Praat f0 on synthetic tones and real speech."""
+"""runtime.audio.prosody: per-video-frame loudness and Praat f0 on synthetic tones and real speech."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.prosody import (
+from runtime.audio.prosody import (
     PITCH_CEILING_HZ,
     PITCH_FLOOR_HZ,
     SILENCE_DB,
@@ -77,7 +77,7 @@ def test_energy_slices_follow_the_exact_frame_boundaries() -> None:
 def test_real_speech_is_mostly_voiced_in_loud_frames() -> None:
     if not PROMPT.is_file():
         pytest.skip(f"{PROMPT} not installed (asterisk-core-sounds-en-g722)")
-    from runtime.audio_io import load_audio
+    from runtime.audio.decode import load_audio
 
     audio, rate = load_audio(PROMPT)
     n_frames = len(audio) * FPS // rate

@@ -87,8 +87,8 @@ def test_render_text_at_30_fps(text_video: Path, capsys) -> None:
 
 
 def test_render_is_reproducible_and_blinks(tmp_path: Path) -> None:
-    from runtime.audio_io import load_audio, resample
-    from runtime.render import animate
+    from runtime.audio.decode import load_audio, resample
+    from runtime.offline.render import animate
 
     if not PROMPT.is_file():
         pytest.skip("asterisk-core-sounds-en-g722 is not installed")
@@ -159,7 +159,7 @@ def test_audio_over_one_hour_is_refused(tmp_path: Path, capsys) -> None:
 
 def test_failure_mid_render_removes_the_partial_file(tmp_path: Path, monkeypatch) -> None:
     import avatars
-    from runtime import render
+    from runtime.offline import render
     from runtime.compositor import Compositor
 
     calls = {"n": 0}

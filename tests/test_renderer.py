@@ -88,7 +88,7 @@ def test_bad_input_raises(default_avatar: avatars.Avatar) -> None:
 def test_tensorrt_without_tensorrt_is_a_clear_error() -> None:
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("tensorrt is installed here")
-    from engines.tensorrt_build import TensorRTUnavailable
+    from engines.tensorrt.build import TensorRTUnavailable
 
     with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
         NeuralRenderer(256, "tensorrt")

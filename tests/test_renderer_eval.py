@@ -1,4 +1,4 @@
-"""``facecast eval renderer`` (runtime.renderer_eval) on a tiny driving set: structure, not
+"""``facecast eval renderer`` (runtime.evals.renderer) on a tiny driving set: structure, not
 quality (the figures of a real run are reported by the command)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from avatars.rig import NEUTRAL_POSE
-from runtime.renderer_eval import SHEET_POSES, driving_set, evaluate, sheet_set
+from runtime.evals.renderer import SHEET_POSES, driving_set, evaluate, sheet_set
 
 
 def test_driving_set_is_seeded_and_starts_neutral() -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.client import AvatarClient
-from runtime.server import ServerConfig, issue_token, serve_in_thread
+from runtime.serve.client import AvatarClient
+from runtime.serve.server import ServerConfig, issue_token, serve_in_thread
 
 PROMPT = Path("/usr/share/asterisk/sounds/en/demo-enterkeywords.g722")
 LONG_TEXT = ("Hello there, this is a long sentence that I will interrupt in the middle, so it "
@@ -69,7 +69,7 @@ def test_peer_receives_video_and_voice_on_one_clock(server) -> None:
 
 
 def test_audio_streaming_is_lip_synced_and_reported(server) -> None:
-    from runtime.audio_io import load_audio
+    from runtime.audio.decode import load_audio
 
     if not PROMPT.is_file():
         pytest.skip("asterisk-core-sounds-en-g722 is not installed")
@@ -218,7 +218,7 @@ def test_vanished_peer_is_cleaned_up(server) -> None:
 def test_closed_peer_is_freed_without_waiting_for_the_collector(server) -> None:
     """aiortc's peer objects sit in reference cycles; the server collects them (and their codec
     threads) about a second after the session closes instead of at CPython's next rare
-    generation-2 collection (``runtime.reclaim``)."""
+    generation-2 collection (``runtime.serve.reclaim``)."""
     import weakref
 
     from aiortc import RTCPeerConnection

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import bench_soak
-
+from runtime.bench import soak as bench_soak
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -1,4 +1,4 @@
-"""runtime.sync_eval on real MP4s: the default avatar, rendered by the real rig + neural renderer,
+"""runtime.evals.sync on real MP4s: the default avatar, rendered by the real rig + neural renderer,
 speaks a real asterisk prompt with its jaw following the voice at a known delay; the checker
 (PyAV + mediapipe, nothing of ours in the loop) must find that delay."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.sync_eval import SyncReport, evaluate_sync, lagged_correlation, parabolic_peak
+from runtime.evals.sync import SyncReport, evaluate_sync, lagged_correlation, parabolic_peak
 
 av = pytest.importorskip("av")
 

@@ -11,7 +11,7 @@ import pytest
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (needs an NVIDIA GPU)")
 
 from engines.backends import OrtBackend, TensorRTBackend, open_backend
-from engines.tensorrt_build import (
+from engines.tensorrt.build import (
     TensorRTUnavailable,
     build_engine,
     find_plan,

@@ -1,4 +1,4 @@
-"""engines.trt_support: every committed ONNX graph passes TensorRT's documented operator support;
+"""engines.tensorrt.support: every committed ONNX graph passes TensorRT's documented operator support;
 synthetic graphs show each rule rejects what it should."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 onnx = pytest.importorskip("onnx", reason="the onnx package (train extra) checks graphs")
 from onnx import TensorProto, helper
 
-from engines.trt_support import (
+from engines.tensorrt.support import (
     MIN_OPSET,
     TRT_OPS,
     Problem,

@@ -1,4 +1,4 @@
-"""runtime.tts: engine selection, espeak-ng, and real external programs behind command:/piper:."""
+"""runtime.audio.tts: engine selection, espeak-ng, and real external programs behind command:/piper:."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.tts import (
+from runtime.audio.tts import (
     MAX_TEXT_CHARS,
     CommandTTS,
     EspeakTTS,
@@ -299,7 +299,7 @@ def test_command_missing_program(tmp_path: Path) -> None:
 
 # ---- piper: ---------------------------------------------------------------------------------
 # These check the plumbing (spec parsing, $FACECAST_PIPER, the command line and stdin that
-# runtime.tts gives piper, decoding its output), not Piper itself, which is not installed here.
+# runtime.audio.tts gives piper, decoding its output), not Piper itself, which is not installed here.
 
 
 def test_piper_missing_voice_file(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The pipeline watchdog (``runtime.scheduler``): a renderer call that hangs for 3 s in the middle of
+"""The pipeline watchdog (``runtime.live.scheduler``): a renderer call that hangs for 3 s in the middle of
 an utterance is detected after 2 s, the worker and the clock are restarted, frames resume, and
 the queued speech plays to its end (``speech_ended`` with the full ``played_ms``); restarts show
 in ``/healthz`` and ``/metrics``. Also the worker thread and a clock that dies, without a server."""
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.client import AvatarClient
-from runtime.scheduler import MAX_ABANDONED, Scheduler, Worker
-from runtime.server import ServerConfig, serve_in_thread
+from runtime.serve.client import AvatarClient
+from runtime.live.scheduler import MAX_ABANDONED, Scheduler, Worker
+from runtime.serve.server import ServerConfig, serve_in_thread
 
 PROMPT = Path("/usr/share/asterisk/sounds/en/demo-enterkeywords.g722")
 
@@ -56,7 +56,7 @@ def _get(url: str) -> bytes:
 
 
 def test_a_hung_render_is_restarted_and_queued_speech_plays_to_the_end() -> None:
-    from runtime.audio_io import load_audio
+    from runtime.audio.decode import load_audio
 
     if not PROMPT.is_file():
         pytest.skip("asterisk-core-sounds-en-g722 is not installed")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from avatars.rig import COEFFICIENTS, INDEX, N_COEFFICIENTS, NEUTRAL_POSE, Rig, in_domain
-from runtime.webcam_drive import (
+from runtime.webcam.drive import (
     FIT_POINTS,
     CameraError,
     DriverParams,
@@ -30,7 +30,7 @@ TEXT = "Please bring a map and a pen to the old bridge."
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory) -> tuple[dict, Path]:
     """The end-to-end eval on a short clip (size 256): (report, work folder with driver.mp4)."""
-    from runtime.webcam_eval import evaluate_webcam
+    from runtime.evals.webcam import evaluate_webcam
 
     work = tmp_path_factory.mktemp("webcam")
     report = evaluate_webcam(text=TEXT, lead_in_s=1.0, size=256, backend="onnxruntime",
@@ -130,8 +130,8 @@ def test_fast_retargeter_round_trip(default_avatar) -> None:
 
 def test_session_consults_the_drive_hook(default_avatar) -> None:
     from engines.motion import MotionEngine
-    from runtime.scheduler import AvatarState
-    from runtime.session import Session
+    from runtime.live.scheduler import AvatarState
+    from runtime.live.session import Session
 
     rig = Rig.for_avatar(default_avatar, 256)
     state = AvatarState("default", default_avatar, None, rig, None)

@@ -1,7 +1,7 @@
 """The web widget (<facecast-avatar>) and demo page in a real browser, over real WebRTC on loopback.
 
 Debian's Chromium driven by Playwright (no browser download); skipped when either is missing, and
-the server tests are skipped until `runtime.server` is importable.
+the server tests are skipped until `runtime.serve.server` is importable.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def page(browser):
 
 @pytest.fixture
 def server():
-    server_mod = pytest.importorskip("runtime.server", reason="runtime.server is not written yet")
+    server_mod = pytest.importorskip("runtime.serve.server", reason="runtime.serve.server is not written yet")
     config = server_mod.ServerConfig(host="127.0.0.1", port=0, web_dir=WEB_DIR, size=256)
     handle = server_mod.serve_in_thread(config)
     try:

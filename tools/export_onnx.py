@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engines.renderer_model import load_checkpoint
+from engines.training.renderer_model import load_checkpoint
 
 OPSET = 17
 ENCODER_INPUTS = ("source",)
@@ -84,7 +84,7 @@ def compare(checkpoint: Path, enc_path: Path, ren_path: Path, size: int) -> dict
     import onnxruntime as ort
 
     import avatars
-    from engines.renderer_model import to_tensor_image
+    from engines.training.renderer_model import to_tensor_image
 
     encoder, renderer = load_checkpoint(str(checkpoint), size=size)
     av = avatars.load("default")

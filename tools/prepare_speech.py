@@ -9,7 +9,7 @@ entry per utterance: name, source "asterisk" | "espeak", voice, split "train" | 
 * Real speech: every prompt of asterisk-core-sounds-en-g722 that pocketsphinx aligns
   (``tools.speech.asterisk``); prompts named in ``tools/speech/heldout.txt`` are split
   "heldout" and never trained on.
-* Synthetic speech: espeak-ng through its library (``runtime.espeak``) with its own exact phoneme
+* Synthetic speech: espeak-ng through its library (``runtime.audio.espeak``) with its own exact phoneme
   timings; sentences drawn from the asterisk transcripts (held-out prompts' texts excluded) and
   from random word sequences of the pocketsphinx dictionary; voices, rates (120–260 wpm) and
   pitches (20–80) drawn at random. Voices in ``HELDOUT_VOICES`` are synthesised only for the
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engines.audio import SAMPLE_RATE  # noqa: E402
-from runtime.audio_io import resample  # noqa: E402
+from runtime.audio.decode import resample  # noqa: E402
 
 TRAIN_VOICES = ("en-us", "en-gb", "en-us+f3", "en-us+m3", "en-gb+f2", "en-us+m7", "en-029",
                 "en-gb-x-rp", "en-us+f4", "en-gb-scotland")
@@ -109,7 +109,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from runtime.espeak import synthesize
+    from runtime.audio.espeak import synthesize
     from tools.speech import asterisk
 
     rng = random.Random(args.seed)

@@ -2,7 +2,7 @@
 
     python tools/train_motion.py --data data/speech --out runs/motion [--steps 3000] [--seed 0]
 
-Reads the corpus of ``tools/prepare_speech.py``; trains ``engines.motion_model.MotionModel`` on
+Reads the corpus of ``tools/prepare_speech.py``; trains ``engines.training.motion_model.MotionModel`` on
 random 3-second windows of the "train" split with on-the-fly augmentation, and writes
 ``OUT/motion.pt`` ({"dims", "state"}) and ``OUT/log.jsonl``. Export with
 ``tools/export_motion.py``. Seeded (numpy, random, torch); on the 2-core project machine the
@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from engines.audio import FEATURE_RATE_HZ, HOP_LENGTH, SAMPLE_RATE, WINDOW_SECONDS  # noqa: E402
 from engines.features import log_mel, n_frames  # noqa: E402
-from engines.motion_model import CONTEXT_FRAMES, MotionDims, MotionModel  # noqa: E402
-from runtime.signals import pink_noise, synthetic_music  # noqa: E402
+from engines.training.motion_model import CONTEXT_FRAMES, MotionDims, MotionModel  # noqa: E402
+from runtime.evals.signals import pink_noise, synthetic_music  # noqa: E402
 from engines.visemes import (  # noqa: E402
     MOTION_COEFFICIENTS,
     VISEME_INDEX,
@@ -107,7 +107,7 @@ def reverb(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
 
 def telephone(x: np.ndarray) -> np.ndarray:
     """Band-limit to telephone bandwidth: 16 kHz → 8 kHz → 16 kHz (PyAV's resampler)."""
-    from runtime.audio_io import resample
+    from runtime.audio.decode import resample
 
     y = resample(resample(x.astype(np.float32), SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
     return np.pad(y, (0, max(0, x.size - y.size)))[: x.size]

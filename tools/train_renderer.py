@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engines.renderer_model import DISP_SCALE, RendererDims, build, normalise
+from engines.training.renderer_model import DISP_SCALE, RendererDims, build, normalise
 from tools import portraits as portrait_registry
 from tools.renderer_data import Face, make_sample, prepare_faces
 

@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ SOUNDS_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 """The voice's own folder (the ``en``/``en_US`` symlinks go through alternatives and may dangle)."""
 TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 """One ``name: Text.`` line per prompt; ``;`` starts a comment line."""
-HELDOUT_FILE = Path(__file__).with_name("heldout.txt")
+HELDOUT_FILE = Path(str(resources.files("runtime.evals") / "heldout.txt"))
+"""The committed held-out list, shipped as package data of ``runtime.evals``."""
 HELDOUT_FRACTION = 0.15
 
 ARPABET = frozenset(

@@ -22,7 +22,7 @@ class Metrics:
       frame being handed to the WebRTC tracks.
     * ``facecast_errors_total{code}`` (counter): ``error`` replies by code.
     * ``facecast_watchdog_restarts_total`` (counter): pipeline restarts after a stall
-      (``runtime.scheduler``: no frame for 2 s).
+      (``runtime.live.scheduler``: no frame for 2 s).
     """
 
     def __init__(self) -> None:

@@ -259,7 +259,7 @@ def build_engine(onnx_path: str | Path, min_batch: int = 1, opt_batch: int = 8,
         fp16: allow FP16 kernels (I/O stays as the ONNX declares, float32 for ours).
         dim_ranges: (min, opt, max) for named non-batch dynamic dimensions.
         workspace_bytes: builder workspace memory-pool limit.
-        check: first run ``engines.trt_support.assert_supported`` (skipped if the ``onnx``
+        check: first run ``engines.tensorrt.support.assert_supported`` (skipped if the ``onnx``
             package is missing).
 
     Returns:
@@ -277,7 +277,7 @@ def build_engine(onnx_path: str | Path, min_batch: int = 1, opt_batch: int = 8,
     gpu = gpu_info()
     if check:
         try:
-            from engines.trt_support import assert_supported
+            from engines.tensorrt.support import assert_supported
         except ImportError:
             assert_supported = None  # type: ignore[assignment]
         if assert_supported is not None:

@@ -2,8 +2,8 @@
 
 What it does:
 
-* starts the server (``runtime.server.Server``) on 127.0.0.1 in this process, with the pipeline
-  watchdog of ``runtime.scheduler`` (a stalled pipeline — no frame for 2 s — is restarted without
+* starts the server (``runtime.serve.server.Server``) on 127.0.0.1 in this process, with the pipeline
+  watchdog of ``runtime.live.scheduler`` (a stalled pipeline — no frame for 2 s — is restarted without
   losing the session's queued speech; ``/healthz`` reports ``stalled`` and the restarts);
 * opens ``web/kiosk.html`` in Chromium: ``--kiosk`` (locked full screen) with ``--fullscreen``,
   else an app window (``--app=URL``); the browser is relaunched if it exits (backoff 1 s … 30 s).
@@ -13,13 +13,13 @@ What it does:
   speech arrives from apps over the WebSocket protocol (``/ws?control=kiosk``: ``speak``,
   ``audio`` + ``audio_end``, ``interrupt``; ``web/PROTOCOL.md``), from text (``--say``, and each
   line typed on standard input), or the local microphone (``--mic [DEVICE]``, through
-  ``runtime.mic`` like ``facecast cam``, cut into utterances by ``VoiceGate`` so that the avatar
+  ``runtime.local.mic`` like ``facecast cam``, cut into utterances by ``VoiceGate`` so that the avatar
   idles between phrases and an app's speech is not held up behind an endless microphone stream);
   with nothing to say the avatar idles;
 * logs go to a size-rotated file (``logging.handlers.RotatingFileHandler``; default
   ``$XDG_STATE_HOME/facecast/kiosk.log``, i.e. ``~/.local/state/facecast/kiosk.log``, 5 MiB × 5
   backups) and to stderr; websockets' per-request lines and aioice's per-candidate lines are
-  silenced (``runtime.server.quiet_library_logs``).
+  silenced (``runtime.serve.server.quiet_library_logs``).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def setup_logging(log_file: Path, max_bytes: int = LOG_MAX_BYTES, backups: int =
         OSError: the folder cannot be created or the file cannot be opened.
         ValueError: ``max_bytes`` < 1024 or ``backups`` < 1.
     """
-    from runtime.server import quiet_library_logs
+    from runtime.serve.server import quiet_library_logs
 
     if max_bytes < 1024 or backups < 1:
         raise ValueError("log rotation needs max bytes ≥ 1024 and at least 1 backup")
@@ -221,7 +221,7 @@ def kiosk_url(port: int, options: KioskOptions, host: str = "127.0.0.1") -> str:
 
 async def _speak_when_shown(server, display: str, text: str, wait_s: float = 120.0) -> None:
     """Say ``text`` on the display once it is connected (waits up to ``wait_s``)."""
-    from runtime.server import ProtocolError
+    from runtime.serve.server import ProtocolError
 
     deadline = time.monotonic() + wait_s
     while display not in server.displays:
@@ -317,12 +317,12 @@ class VoiceGate:
 
 def _open_mic(options: KioskOptions):
     """Open ``options.mic`` (a device name or index; "default": the default input) with
-    ``runtime.mic.Microphone``. Raises ``runtime.mic.MicError`` (an OSError) with the devices
-    that exist, or ValueError when ``runtime.mic`` is missing."""
+    ``runtime.local.mic.Microphone``. Raises ``runtime.local.mic.MicError`` (an OSError) with the devices
+    that exist, or ValueError when ``runtime.local.mic`` is missing."""
     try:
-        from runtime.mic import Microphone
+        from runtime.local.mic import Microphone
     except ImportError:
-        raise ValueError("--mic needs runtime/mic.py (the input of facecast cam) and PyAudio; "
+        raise ValueError("--mic needs runtime/local/mic.py (the input of facecast cam) and PyAudio; "
                          f"send speech over /ws?control={options.display} instead") from None
     spec = None if options.mic in (None, "", "default") else options.mic
     return Microphone(spec).start()
@@ -331,8 +331,8 @@ def _open_mic(options: KioskOptions):
 async def _pump_mic(mic, server, display: str, period_s: float = 0.02) -> None:
     """Event loop task: microphone chunks → 48 kHz → ``VoiceGate`` → the display's session
     (``Server.display_audio``). Without a connected display the audio is dropped."""
-    from runtime.mic import Resampler
-    from runtime.server import ProtocolError
+    from runtime.local.mic import Resampler
+    from runtime.serve.server import ProtocolError
 
     resampler = Resampler(48000)
     warned = [False]
@@ -363,13 +363,13 @@ def run_kiosk(options: KioskOptions) -> int:
     """Run the kiosk until interrupted (Ctrl-C or SIGTERM). Returns the exit status (0).
 
     Raises:
-        ValueError: bad options (bad log rotation, ``--mic`` without ``runtime.mic``, a server
+        ValueError: bad options (bad log rotation, ``--mic`` without ``runtime.local.mic``, a server
             configuration ``ServerConfig.check`` refuses).
         OSError: the log file cannot be opened, the port is taken, or the microphone cannot
-            be opened (``runtime.mic.MicError``, listing the devices that exist).
+            be opened (``runtime.local.mic.MicError``, listing the devices that exist).
         BundleError: the avatar does not load.
     """
-    from runtime.server import Server, ServerConfig
+    from runtime.serve.server import Server, ServerConfig
 
     handler = setup_logging(options.log_file or default_log_file(), options.log_max_bytes,
                             options.log_backups)

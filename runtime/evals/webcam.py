@@ -1,11 +1,11 @@
 """``facecast eval webcam``: webcam-driven mode end to end, on a face video whose motion is known.
 
 1. **Known motion**: one avatar (the *driver*, default ``default``) speaks a sentence through
-   ``runtime.render.render_audio`` (espeak-ng, or any ``--audio`` file), with ``lead_in_s`` of
+   ``runtime.offline.render.render_audio`` (espeak-ng, or any ``--audio`` file), with ``lead_in_s`` of
    silence first so the driver's face starts at rest. The render returns the rig input of every
    frame (``RenderResult.animation``: coefficients [F, 19] and head pose [F, 6]): the ground
    truth.
-2. **Webcam**: that MP4 is read by ``runtime.webcam_drive.VideoSource`` exactly as a camera's
+2. **Webcam**: that MP4 is read by ``runtime.webcam.drive.VideoSource`` exactly as a camera's
    frames would be, and ``WebcamDriver`` tracks it (mediapipe Face Mesh, video mode), calibrates
    the driver's neutral, retargets and smooths, for a second avatar (the *target*; default: the
    held-out portrait ``grace_hopper`` of ``tools/portraits.py``, a US Navy photograph shipped in
@@ -92,10 +92,10 @@ def enroll_held_out(out_dir: Path):
 def _speech(text: str | None, audio: str | Path | None, voice: str | None
             ) -> tuple[np.ndarray, int]:
     if audio is not None:
-        from runtime.audio_io import load_audio
+        from runtime.audio.decode import load_audio
 
         return load_audio(audio)
-    from runtime.tts import check_text, make_tts
+    from runtime.audio.tts import check_text, make_tts
 
     check_text(text or DEFAULT_TEXT)
     speech = make_tts().synthesize(text or DEFAULT_TEXT, voice)
@@ -105,7 +105,7 @@ def _speech(text: str | None, audio: str | Path | None, voice: str | None
 def source_neutral(avatar, repeats: int = 5) -> np.ndarray:
     """mediapipe's (video mode) landmarks of ``avatar``'s own still image, median of
     ``repeats`` tracked passes: float64 [478, 3] pixels. Raises ValueError without a face."""
-    from runtime.webcam_drive import FaceTracker
+    from runtime.webcam.drive import FaceTracker
 
     tracker = FaceTracker()
     try:
@@ -166,7 +166,7 @@ def evaluate_webcam(driver: str = "default", target: str | None = None,
         target: avatar the webcam drives (name or bundle folder); None: the held-out portrait.
         text / audio / voice: what the driver says (espeak-ng text, or an audio file).
         lead_in_s: seconds of silence before the speech.
-        fps, size, seed, backend: the driver render (``runtime.render.RenderOptions``).
+        fps, size, seed, backend: the driver render (``runtime.offline.render.RenderOptions``).
         calibration: ``"first"`` (live method) or ``"source"`` (see module docstring).
         smooth: One Euro smoothing in the driver.
         out_video: also render the target avatar driven by the webcam to this MP4.
@@ -177,8 +177,8 @@ def evaluate_webcam(driver: str = "default", target: str | None = None,
     """
     import avatars
     from avatars.rig import Rig
-    from runtime.render import RenderOptions, render_audio
-    from runtime.webcam_drive import (DriverParams, VideoSource, WebcamDriver, closure_for_gap,
+    from runtime.offline.render import RenderOptions, render_audio
+    from runtime.webcam.drive import (DriverParams, VideoSource, WebcamDriver, closure_for_gap,
                                       lip_gap_iod)
 
     if calibration not in ("first", "source"):
@@ -369,10 +369,10 @@ def render_driven(avatar, coeffs: np.ndarray, pose: np.ndarray, audio: np.ndarra
     from avatars.rig import Rig
     from engines.audio import OUTPUT_SAMPLE_RATE
     from engines.renderer import NeuralRenderer, to_uint8
-    from runtime.audio_io import resample
+    from runtime.audio.decode import resample
     from runtime.clock import AvClock, as_fps
     from runtime.compositor import Compositor
-    from runtime.render import _even_pad, temporary_output
+    from runtime.offline.render import _even_pad, temporary_output
 
     out_path = Path(out_path)
     tmp = temporary_output(out_path)

@@ -2,7 +2,7 @@
 reconnects, checking that nothing leaks, stalls or drifts.
 
 Starts ``facecast serve`` as a child process on loopback (like ``facecast bench latency``) and
-keeps one aiortc client peer (``runtime.client.AvatarClient``) connected. Every
+keeps one aiortc client peer (``runtime.serve.client.AvatarClient``) connected. Every
 ``reconnect_every`` seconds the client closes and a new one connects (a new session, a new
 WebRTC peer). Within each connection the client speaks (the held-out Asterisk prompts, pushed in
 real time through ``audio`` messages, 20 ms each, as ``bench_latency._drive`` does) for two
@@ -15,7 +15,7 @@ Reported (one JSON object):
   ``missing`` (gaps in the received pts), ``audio_missing_ms`` (gaps in the received audio pts);
 * ``stalls``: gaps over 2 s between received video frames inside a connection
   (``video_gaps_over_2s``, with the longest gap), the server's watchdog restarts
-  (``runtime.scheduler``; from ``/healthz``), and how often ``/healthz`` said ``stalled``;
+  (``runtime.live.scheduler``; from ``/healthz``), and how often ``/healthz`` said ``stalled``;
 * ``reconnections``: how many, the time from opening the WebSocket to the first video frame
   (median, max), attempts that failed (retried after 2 s; five in a row end the run) and
   connections that dropped while in use;
@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.bench_latency import (
+from runtime.bench.latency import (
     WARMUP_S,
     _darkness,
     _drive,
@@ -100,7 +100,7 @@ def serve_process(port: int, size: int = 256, avatar: str = "default", backend: 
     """
     cmd = [sys.executable, "-m", "runtime.cli", "serve", "--port", str(port), "--size", str(size),
            "--avatar", avatar, "--backend", backend, *extra]
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # our own imports
     err = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
     try:
@@ -205,7 +205,7 @@ def bench_soak(minutes: float = 60.0, reconnect_every: float = DEFAULT_RECONNECT
         FileNotFoundError: no held-out Asterisk prompts (``asterisk-core-sounds-en-g722``).
         RuntimeError: the server did not start, or a connection produced no video.
     """
-    from runtime.audio_io import load_audio
+    from runtime.audio.decode import load_audio
 
     if not minutes > 0:
         raise ValueError("--minutes must be positive")
@@ -223,7 +223,7 @@ async def _run(port: int, pid: int, seconds: float, reconnect_every: float, prom
                box: tuple[int, int, int, int]) -> dict[str, Any]:
     from websockets.exceptions import WebSocketException
 
-    from runtime.client import AvatarClient
+    from runtime.serve.client import AvatarClient
 
     url = f"ws://127.0.0.1:{port}/ws"
     rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 """The behaviour layer: speech-driven mouth + idle life + prosody gestures → rig input per frame.
 
 Input per video frame: the motion model's mouth coefficients (``MOTION_COEFFICIENTS``), its
-speech probability (VAD), and the frame's prosody (loudness, f0; ``runtime.prosody``). Output:
+speech probability (VAD), and the frame's prosody (loudness, f0; ``runtime.audio.prosody``). Output:
 the rig's 19 ARKit coefficients and a head pose [6] (``avatars.rig.POSE_NAMES``).
 
 What it adds, and where the numbers come from:
@@ -28,7 +28,7 @@ What it adds, and where the numbers come from:
 * **Blend**: a speaking weight follows the VAD with an attack of 80 ms and a release of 400 ms;
   every added signal is continuous (filters and smooth bumps), so speech and idle blend without
   jumps.
-* **Smoothing**: a One Euro filter (``runtime.one_euro``) on the coefficients and on the pose;
+* **Smoothing**: a One Euro filter (``runtime.animation.one_euro``) on the coefficients and on the pose;
   blinks are added after it (their shape is generated smooth; the filter would only blunt them).
 
 Everything random comes from one ``numpy.random.Generator`` seeded at construction: the same
@@ -46,7 +46,7 @@ import numpy as np
 
 from avatars.rig import INDEX, N_COEFFICIENTS, SYMMETRIC_ALIASES
 from engines.visemes import MOTION_COEFFICIENTS
-from runtime.one_euro import OneEuroFilter, OneEuroParams
+from runtime.animation.one_euro import OneEuroFilter, OneEuroParams
 
 _DEG = math.pi / 180.0
 HISTORY = 1000

@@ -1,7 +1,7 @@
 """One live session: queued speech in, lip-synced video frames and audio slices out, one clock.
 
 A session owns its speech queue, streaming motion state, behaviour state and its two outgoing
-aiortc tracks. It does not pace itself: the process's ``runtime.scheduler.Scheduler`` calls
+aiortc tracks. It does not pace itself: the process's ``runtime.live.scheduler.Scheduler`` calls
 ``advance()`` once per video frame for every session (in a worker thread, never on the event
 loop), renders all due sessions in one batch, and hands each result to ``deliver()`` on the loop.
 
@@ -188,7 +188,7 @@ class Session:
 
     Args:
         session_id: name used in events and metrics.
-        avatar_state: the shared per-avatar objects (``runtime.scheduler.AvatarState``).
+        avatar_state: the shared per-avatar objects (``runtime.live.scheduler.AvatarState``).
         motion_engine: the shared ``engines.motion.MotionEngine``.
         fps: video frame rate; 48000 / fps must be a whole number of samples (24, 25, 30, 50, 60…).
         seed: behaviour seed.
@@ -196,7 +196,7 @@ class Session:
         on_event: called on the event loop with each event dict (``speech_started`` …).
         drive: optional per-frame override, ``drive(coeffs [19], pose [6]) -> (coeffs, pose)``,
             called in the worker thread right after the behaviour layer (e.g.
-            ``runtime.webcam_drive.LiveWebcamDrive``: the webcam's face replaces the audio mouth
+            ``runtime.webcam.drive.LiveWebcamDrive``: the webcam's face replaces the audio mouth
             and idle head while it is tracked). Also settable later as ``session.drive``.
     """
 
@@ -206,7 +206,7 @@ class Session:
                  drive: Callable[[np.ndarray, np.ndarray],
                                  tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         from engines.motion import FpsResampler
-        from runtime.behaviour import Behaviour
+        from runtime.animation.behaviour import Behaviour
 
         if OUTPUT_SAMPLE_RATE % fps:
             raise ValueError(f"fps must divide {OUTPUT_SAMPLE_RATE}, got {fps}")
@@ -250,8 +250,8 @@ class Session:
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
     def _f0(self, x48: np.ndarray, energy_db: float) -> float:
-        """f0 at the end of the last 3 output slices (Praat, via ``runtime.prosody``)."""
-        from runtime.prosody import pitch_track
+        """f0 at the end of the last 3 output slices (Praat, via ``runtime.audio.prosody``)."""
+        from runtime.audio.prosody import pitch_track
 
         self._pitch_buf = np.concatenate([self._pitch_buf, x48])[-3 * len(x48):]
         if energy_db < -45.0 or len(self._pitch_buf) < 3 * len(x48):
@@ -266,7 +266,7 @@ class Session:
         """Produce output frame ``self.frame``: take one slice of speech into the motion model,
         play the slice taken K frames ago with its mouth row, step the behaviour, pose the rig.
         Runs in the scheduler's worker thread."""
-        from runtime.prosody import SILENCE_DB
+        from runtime.audio.prosody import SILENCE_DB
 
         s = self.samples_per_frame
         with self._lock:

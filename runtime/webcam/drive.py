@@ -46,7 +46,7 @@ Pipeline per camera frame::
 
 ``VideoSource`` reads frames from a camera (OpenCV, V4L2 on Linux) or from a video file (PyAV).
 ``LiveWebcamDrive`` runs source → tracking in a thread and is the per-frame override that a live
-``runtime.session.Session`` consults (``Session.drive``): ``facecast cam --drive webcam``.
+``runtime.live.session.Session`` consults (``Session.drive``): ``facecast cam --drive webcam``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ import numpy as np
 
 from avatars import topology as T
 from avatars.rig import INDEX, N_COEFFICIENTS, NEUTRAL_POSE, Rig
-from runtime.one_euro import OneEuroFilter, OneEuroParams
+from runtime.animation.one_euro import OneEuroFilter, OneEuroParams
 
 DEFAULT_CROP_PER_IOD = 4.79
 """Render-crop side in inter-ocular distances of the default avatar (202 px crop / 42.2 px IOD,
@@ -559,10 +559,10 @@ def closure_for_gap(rig: Rig, coeffs: np.ndarray, gap_iod: float) -> float:
 
 EXPRESSION_SMOOTHING = OneEuroParams(min_cutoff=4.0, beta=4.0, d_cutoff=5.0)
 """One Euro parameters for webcam coefficients in [0, 1]: close to the behaviour layer's
-(``runtime.behaviour.COEFFICIENT_SMOOTHING``, tuned so a 4 Hz jaw keeps its amplitude)."""
+(``runtime.animation.behaviour.COEFFICIENT_SMOOTHING``, tuned so a 4 Hz jaw keeps its amplitude)."""
 POSE_SMOOTHING = OneEuroParams(min_cutoff=2.0, beta=5.0, d_cutoff=1.0)
 """One Euro parameters for the webcam head pose (radians and frame fractions), as the behaviour
-layer's (``runtime.behaviour.POSE_SMOOTHING``): 2 Hz at rest removes tracker jitter."""
+layer's (``runtime.animation.behaviour.POSE_SMOOTHING``): 2 Hz at rest removes tracker jitter."""
 
 
 @dataclass(frozen=True)
@@ -972,7 +972,7 @@ def open_webcam_drive(source: int | str | os.PathLike, avatar, size: int = 256,
     """Everything ``facecast cam --drive webcam`` needs, started: ``VideoSource(source)`` →
     ``WebcamDriver`` for ``avatar``'s rig at the renderer's ``size`` → ``LiveWebcamDrive``.
 
-    Pass the result as ``Session(drive=...)`` (``runtime.cam.run_cam(options, drive=...)``) and
+    Pass the result as ``Session(drive=...)`` (``runtime.local.cam.run_cam(options, drive=...)``) and
     ``close()`` it after the session ends. ``source`` is a camera index/device or a video file
     (played in real time when ``realtime``; it stops at its end and the session falls back to
     its own behaviour). Raises as ``VideoSource`` (``CameraError``, ``FileNotFoundError``,

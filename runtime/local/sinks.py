@@ -1,6 +1,6 @@
 """Where ``facecast cam`` sends its frames: a virtual camera, a preview window, an MP4 file.
 
-Every sink takes the same calls, from one sink thread (``runtime.cam``), in frame order:
+Every sink takes the same calls, from one sink thread (``runtime.local.cam``), in frame order:
 
 * ``write(index, frame, audio)``: output frame ``index`` (an ``av.VideoFrame`` rgb24 whose pts
   is ``index · S`` in a 1/48000 time base, S = 48000 / fps; or None when the renderer dropped the

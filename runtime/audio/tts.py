@@ -6,7 +6,7 @@ from a TTS engine's phoneme events, so any engine that returns audio works.
 Engines, selected by a spec string (``--tts`` on the command line, ``FACECAST_TTS`` in the
 environment):
 
-* ``espeak`` (default): espeak-ng through its C library (``runtime.espeak``), built in, offline,
+* ``espeak`` (default): espeak-ng through its C library (``runtime.audio.espeak``), built in, offline,
   every language espeak-ng knows; ``voice`` is an espeak-ng voice such as ``en-us``, ``de`` or
   ``en-us+f3``.
 * ``piper:/path/to/voice.onnx``: the Piper neural TTS (https://github.com/rhasspy/piper) with a
@@ -86,8 +86,8 @@ class EspeakTTS:
     name: str = "espeak"
 
     def synthesize(self, text: str, voice: str | None = None) -> Speech:
-        """Raises ValueError (bad text, unknown voice) or ``runtime.espeak.EspeakError``."""
-        from runtime.espeak import synthesize
+        """Raises ValueError (bad text, unknown voice) or ``runtime.audio.espeak.EspeakError``."""
+        from runtime.audio.espeak import synthesize
 
         check_text(text)
         out = synthesize(text, voice or self.default_voice, rate_wpm=self.rate_wpm,
@@ -109,7 +109,7 @@ class CommandTTS:
     def synthesize(self, text: str, voice: str | None = None) -> Speech:
         """Raises ValueError for bad text, TTSError if the program is missing, fails, times out
         or writes nothing decodable."""
-        from runtime.audio_io import load_audio
+        from runtime.audio.decode import load_audio
 
         check_text(text)
         with tempfile.TemporaryDirectory(prefix="facecast-tts-") as tmp:

@@ -4,7 +4,7 @@ One asyncio process, one port (``websockets``): ``/ws`` is the control/signaling
 session (protocol: ``web/PROTOCOL.md``); other GET paths go through websockets' HTTP hook
 (``process_request``) to ``/healthz``, ``/metrics`` (Prometheus text) and the files of ``web/``.
 Media goes to each peer over aiortc. The frame clock and the shared renderer live in
-``runtime.scheduler``; each session in ``runtime.session``. Nothing heavy runs on the event loop:
+``runtime.live.scheduler``; each session in ``runtime.live.session``. Nothing heavy runs on the event loop:
 TTS, avatar loading and every tick run in worker threads; aiortc encodes in its executor.
 
 **Displays and controllers** (the kiosk): a session opened with ``?display=NAME`` is the display
@@ -33,6 +33,7 @@ import mimetypes
 import threading
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,13 +43,14 @@ from engines.audio import OUTPUT_SAMPLE_RATE
 
 log = logging.getLogger("facecast.server")
 
-WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+WEB_DIR = Path(str(resources.files("web")))
+"""The widget, demo and kiosk pages: package data of ``web`` (so a wheel install serves them)."""
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_OPEN_STREAMS = 8
 """Audio streams (``audio`` ids without ``audio_end``) one connection may hold open: each holds a
 resampler (an FFmpeg filter graph with its own threads) until its ``audio_end``."""
 RECLAIM_DELAY_S = 1.0
-"""Seconds after a session closes before ``runtime.reclaim.reclaim`` frees what its peer left."""
+"""Seconds after a session closes before ``runtime.serve.reclaim.reclaim`` frees what its peer left."""
 MIN_PCM_RATE, MAX_PCM_RATE = 8000, 96000
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _QUIET_HTTP = ("connection open", "connection rejected (%d %s)", "HTTP response sent (%d %s)")
@@ -100,7 +102,7 @@ class ServerConfig:
         allowed_origins: browser origins allowed besides the server's own pages.
         max_sessions: concurrent sessions. max_message_bytes: largest control message.
         max_text_chars: longest ``speak`` text. max_buffer_s: most speech audio queued per
-        session, seconds. tts: TTS spec (``runtime.tts.make_tts``). seed: behaviour seed base.
+        session, seconds. tts: TTS spec (``runtime.audio.tts.make_tts``). seed: behaviour seed base.
     """
 
     host: str = "127.0.0.1"
@@ -185,9 +187,9 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         from engines.motion import MotionEngine
         from engines.renderer import NeuralRenderer
-        from runtime.metrics import Metrics
-        from runtime.scheduler import Scheduler
-        from runtime.tts import make_tts
+        from runtime.serve.metrics import Metrics
+        from runtime.live.scheduler import Scheduler
+        from runtime.audio.tts import make_tts
 
         config.check()
         self.config = config
@@ -213,7 +215,7 @@ class Server:
         from websockets.asyncio.server import serve
 
         await self._avatar(self.config.avatar)  # fail at start-up, not at the first client
-        from runtime.prosody import warm_up  # Praat's one-off cost, before the first client
+        from runtime.audio.prosody import warm_up  # Praat's one-off cost, before the first client
 
         await asyncio.get_running_loop().run_in_executor(None, warm_up)
         self._ws_server = await serve(
@@ -243,7 +245,7 @@ class Server:
 
     async def _avatar(self, name: str):
         import avatars
-        from runtime.scheduler import AvatarState
+        from runtime.live.scheduler import AvatarState
 
         async with self._avatar_lock:
             if name not in self.avatars:
@@ -399,7 +401,7 @@ class Server:
         """Queue float32 [n] 48 kHz mono samples as utterance ``utt_id`` on display ``name``'s
         current session, ``done`` with the last chunk (the hook for a local microphone). On the
         event loop. Raises ProtocolError (``no_display``, ``audio_buffer_full``)."""
-        from runtime.session import BufferFull
+        from runtime.live.session import BufferFull
 
         try:
             self._display_session(name).queue.add(utt_id, samples48k, done=done)
@@ -414,7 +416,7 @@ class Server:
 
     async def _handle(self, ws) -> None:
         from avatars.bundle import BundleError
-        from runtime.session import Session
+        from runtime.live.session import Session
 
         query = parse_qs(urlsplit(ws.request.path).query)
         name = query.get("avatar", [self.config.avatar])[0] or self.config.avatar
@@ -484,8 +486,8 @@ class Server:
                 RECLAIM_DELAY_S, self._reclaim)
 
     def _reclaim(self) -> None:
-        """Free what closed peers left in reference cycles (see ``runtime.reclaim``)."""
-        from runtime.reclaim import reclaim
+        """Free what closed peers left in reference cycles (see ``runtime.serve.reclaim``)."""
+        from runtime.serve.reclaim import reclaim
 
         self._reclaim_handle = None
         done = reclaim()
@@ -563,10 +565,10 @@ class Server:
                               "sdp_type": "answer"})
 
     async def _on_speak(self, ws, client: _Client, msg: dict) -> None:
-        from runtime.audio_io import resample
-        from runtime.espeak import EspeakError
-        from runtime.session import BufferFull
-        from runtime.tts import TTSError
+        from runtime.audio.decode import resample
+        from runtime.audio.espeak import EspeakError
+        from runtime.live.session import BufferFull
+        from runtime.audio.tts import TTSError
 
         if client.session is None:
             raise ProtocolError("no_display", f"no display {client.control!r} is connected")
@@ -599,7 +601,7 @@ class Server:
     async def _on_audio(self, ws, client: _Client, msg: dict) -> None:
         import av
 
-        from runtime.session import BufferFull
+        from runtime.live.session import BufferFull
 
         if client.session is None:
             raise ProtocolError("no_display", f"no display {client.control!r} is connected")

@@ -294,7 +294,7 @@ def _resolve_voice(engine: _Engine, voice: str) -> bytes:
     ident = engine.resolve.get(base.strip().lower())
     if ident is None:
         raise ValueError(
-            f"unknown espeak-ng voice {voice!r}; see runtime.espeak.list_voices() (e.g. 'en-us')"
+            f"unknown espeak-ng voice {voice!r}; see runtime.audio.espeak.list_voices() (e.g. 'en-us')"
         )
     if variant:
         canonical = engine.variants.get(variant.strip().lower())

@@ -117,8 +117,8 @@ def animate(audio16k: np.ndarray, n_frames: int, fps: float, seed: int = 0) -> A
         fps: frame rate. seed: behaviour seed.
     """
     from engines.motion import MotionEngine, resample_to_fps
-    from runtime.behaviour import Behaviour
-    from runtime.prosody import prosody_frames
+    from runtime.animation.behaviour import Behaviour
+    from runtime.audio.prosody import prosody_frames
 
     track = MotionEngine().offline(audio16k, SAMPLE_RATE)
     mouth = resample_to_fps(track.coeffs, fps, n_frames)
@@ -213,7 +213,7 @@ def render_audio(avatar: Avatar, audio: np.ndarray, sample_rate: int, out_path: 
 
     from avatars.rig import Rig
     from engines.renderer import NeuralRenderer
-    from runtime.audio_io import resample
+    from runtime.audio.decode import resample
     from runtime.compositor import Compositor
 
     a = np.asarray(audio, dtype=np.float32)
@@ -287,10 +287,10 @@ def render_audio(avatar: Avatar, audio: np.ndarray, sample_rate: int, out_path: 
 def render_text(avatar: Avatar, text: str, out_path: str | Path, tts=None, voice: str | None = None,
                 options: RenderOptions = RenderOptions(),
                 progress: Callable[[int, int], None] | None = None) -> RenderResult:
-    """Speak ``text`` with ``tts`` (``runtime.tts``; default espeak-ng) and render it, with
+    """Speak ``text`` with ``tts`` (``runtime.audio.tts``; default espeak-ng) and render it, with
     ``LEAD_IN_S`` of silence before and ``TAIL_S`` after. Raises as ``render_audio`` plus the
     TTS's errors (ValueError for empty or overlong text or an unknown voice)."""
-    from runtime.tts import check_text, make_tts
+    from runtime.audio.tts import check_text, make_tts
 
     check_text(text)
     engine = tts or make_tts()

@@ -154,7 +154,7 @@ def non_speech(engine: MotionEngine, rig: Rig, seed: int = 0) -> dict:
     """How the model behaves without speech: for silence, white and pink noise and synthetic
     music (10 s each), the share of frames with the mouth open (gap ≥ 2% IOD), jawOpen mean and
     max, and mean voice-activity probability. A good model keeps the mouth shut (no chatter)."""
-    from runtime.signals import at_level, pink_noise, synthetic_music
+    from runtime.evals.signals import at_level, pink_noise, synthetic_music
 
     rng = np.random.default_rng(seed)
     n = int(NON_SPEECH_SECONDS * SAMPLE_RATE)

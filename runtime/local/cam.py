@@ -1,7 +1,7 @@
 """``facecast cam``: the avatar speaks with the user's microphone, live, to a virtual camera, a
 preview window and/or an MP4 file.
 
-The pipeline is the server's (``runtime.session`` + ``runtime.scheduler``), without WebRTC:
+The pipeline is the server's (``runtime.live.session`` + ``runtime.live.scheduler``), without WebRTC:
 
     Microphone (PortAudio callback, 20 ms chunks at the device's rate, bounded queue)
       → MicFeed (PyAV resampling to 48 kHz, a small jitter buffer)  ─┐ in the scheduler's
@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engines.audio import OUTPUT_SAMPLE_RATE
-from runtime.session import Session
+from runtime.live.session import Session
 
 log = logging.getLogger("facecast.cam")
 
@@ -67,7 +67,7 @@ class CamOptions:
 
     Attributes:
         avatar: avatar name or bundle folder.
-        device: microphone (``runtime.mic.select_device``: None, index, or name substring).
+        device: microphone (``runtime.local.mic.select_device``: None, index, or name substring).
         vcam, preview: send frames to a virtual camera / an on-screen window.
         record: MP4 path to write video + audio to (None: no recording).
         seconds: stop after this many seconds (None: run until Ctrl-C or the window closes).
@@ -97,12 +97,12 @@ class MicFeed:
     microphone samples to output frames that the latency figures need.
 
     Args:
-        source: anything with ``drain() -> list[runtime.mic.Chunk]`` (``Microphone``).
+        source: anything with ``drain() -> list[runtime.local.mic.Chunk]`` (``Microphone``).
         slice_samples: S, samples per output frame at 48 kHz.
     """
 
     def __init__(self, source, slice_samples: int) -> None:
-        from runtime.mic import Resampler
+        from runtime.local.mic import Resampler
 
         self.source = source
         self.s = slice_samples
@@ -294,7 +294,7 @@ class CamResult:
 
 
 def _open_sinks(options: CamOptions, width: int, height: int, title: str) -> list:
-    from runtime.vcam import PreviewWindow, Recorder, VirtualCamera
+    from runtime.local.sinks import PreviewWindow, Recorder, VirtualCamera
 
     sinks: list = []
     try:
@@ -337,13 +337,12 @@ def run_cam(options: CamOptions, stop: threading.Event | None = None,
         on_started: called with the device and outputs once capture runs.
 
     Returns the ``CamResult``. Raises ValueError (bad options, unknown avatar),
-    ``runtime.mic.MicError`` (device missing, no input, busy) or
-    ``runtime.vcam.SinkUnavailable`` (no virtual camera, no display, unwritable output) before
+    ``runtime.local.mic.MicError`` (device missing, no input, busy) or
+    ``runtime.local.sinks.SinkUnavailable`` (no virtual camera, no display, unwritable output) before
     anything heavy is loaded, where possible.
     """
     import avatars
-    from runtime import mic as mic_mod
-
+    from runtime.local import mic as mic_mod
     if not (options.vcam or options.preview or options.record):
         raise ValueError("choose at least one output: --vcam, --preview or --record OUT.mp4")
     if OUTPUT_SAMPLE_RATE % options.fps:
@@ -371,8 +370,8 @@ async def _run(options: CamOptions, avatar, device, sinks: list, stop: threading
                drive, on_started) -> CamResult:
     from engines.motion import MotionEngine
     from engines.renderer import NeuralRenderer
-    from runtime.mic import Microphone
-    from runtime.scheduler import AvatarState, Scheduler
+    from runtime.local.mic import Microphone
+    from runtime.live.scheduler import AvatarState, Scheduler
 
     loop = asyncio.get_running_loop()
     renderer = await loop.run_in_executor(

@@ -130,7 +130,7 @@ class Scheduler:
     Args:
         renderer: an ``engines.renderer.NeuralRenderer`` (one per process).
         fps: frames per second (sessions must use the same rate).
-        metrics: optional ``runtime.metrics.Metrics``.
+        metrics: optional ``runtime.serve.metrics.Metrics``.
         stall_s: seconds without a completed tick (while sessions exist) before the watchdog
             restarts the worker and the clock (None: no watchdog).
 
@@ -283,7 +283,7 @@ class Scheduler:
         import av
 
         from engines.renderer import to_uint8
-        from runtime.session import audio_frames
+        from runtime.live.session import audio_frames
 
         started = time.perf_counter()
         jobs = [s.advance() for s in sessions]

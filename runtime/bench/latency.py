@@ -1,7 +1,7 @@
 """``facecast bench latency``: end-to-end latency, A/V offset and capacity over real WebRTC.
 
 Starts ``facecast serve`` as a child process on loopback, connects N aiortc client peers
-(``runtime.client.AvatarClient``), and pushes real speech (the held-out Asterisk prompts) through
+(``runtime.serve.client.AvatarClient``), and pushes real speech (the held-out Asterisk prompts) through
 ``audio`` messages in real time, 20 ms per message, with 0.6–1.2 s of silence between prompts.
 On the received side it measures:
 
@@ -25,8 +25,8 @@ On the received side it measures:
   first packet of the next frame arrives (one frame period more) and prefetches 4 audio packets
   (80 ms more); a browser's receiver does neither.
 * ``av_offset_ms``: receiver-side offset of mouth darkness against the received voice's envelope
-  by cross-correlation (``runtime.sync_eval``), each track's timeline taken from its pts mapped to
-  wire arrival time (``runtime.client.Received.wire``) by a least-squares line (removes
+  by cross-correlation (``runtime.evals.sync``), each track's timeline taken from its pts mapped to
+  wire arrival time (``runtime.serve.client.Received.wire``) by a least-squares line (removes
   network/decoder jitter, keeps the tracks' relative timing as sent). Positive: the mouth lags
   the voice. Also over the first and the last 60 s (``av_offset_start_ms``,
   ``av_offset_end_ms``); these depend on what was said in each window. ``av_clock_drift_ms`` measures drift without content: how much the video stream's
@@ -47,13 +47,15 @@ import os
 import socket
 import time
 import urllib.request
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en")
-HELDOUT = Path(__file__).resolve().parents[1] / "tools" / "speech" / "heldout.txt"
+HELDOUT = resources.files("runtime.evals") / "heldout.txt"
+"""The held-out Asterisk prompt list (package data; the same file training excludes)."""
 CHUNK_S = 0.02
 WARMUP_S = 3.0
 """Seconds of idle received before speech starts (the baseline of the mouth-motion detector)."""
@@ -67,7 +69,7 @@ about the time from onset to the first mouth motion, so head drift over that spa
 
 
 def heldout_prompts(limit: int | None = None) -> list[Path]:
-    """Held-out Asterisk prompts (``tools/speech/heldout.txt``) that exist on this machine,
+    """Held-out Asterisk prompts (``runtime/evals/heldout.txt``) that exist on this machine,
     skipping single digits/letters; raises FileNotFoundError if there are none."""
     names: list[str] = []
     if HELDOUT.is_file():
@@ -178,7 +180,7 @@ def _offset(video_t: np.ndarray, mouth: np.ndarray, audio_t: np.ndarray,
         audio: float32 [N] the received voice at 48 kHz, laid out on its pts.
         t0, t1: the window, monotonic s.
     """
-    from runtime.sync_eval import audio_envelope, lagged_correlation, parabolic_peak
+    from runtime.evals.sync import audio_envelope, lagged_correlation, parabolic_peak
 
     hop = 0.01
     grid = np.arange(t0, t1, hop)
@@ -313,12 +315,12 @@ def _summary(per_prompt: list[dict], key: str) -> dict:
 def bench_latency(sessions: int = 1, seconds: float = 30.0, size: int = 256,
                   avatar: str = "default", backend: str = "auto") -> dict[str, Any]:
     """Run the benchmark; returns the JSON-ready figures (see the module docstring)."""
-    from runtime.audio_io import load_audio
+    from runtime.audio.decode import load_audio
 
     prompts = [(p.stem, *load_audio(p)) for p in heldout_prompts()]
     prompts = [(n, a, r) for n, a, r in prompts if 1.0 <= len(a) / r <= 5.0][:24]  # sentences
     box = mouth_box(avatar)
-    from runtime.bench_soak import serve_process  # the one way benches start a server
+    from runtime.bench.soak import serve_process  # the one way benches start a server
 
     port = _free_port()
     with serve_process(port, size, avatar, backend,
@@ -328,7 +330,7 @@ def bench_latency(sessions: int = 1, seconds: float = 30.0, size: int = 256,
 
 async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: list,
                box: tuple[int, int, int, int]) -> dict[str, Any]:
-    from runtime.client import AvatarClient
+    from runtime.serve.client import AvatarClient
 
     url = f"ws://127.0.0.1:{port}/ws"
     clients = [AvatarClient(url, keep_frames=True, frame_region=box) for _ in range(n_sessions)]

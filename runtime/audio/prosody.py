@@ -1,6 +1,6 @@
 """Speech prosody per video frame: loudness (dBFS) and fundamental frequency (Hz).
 
-The behaviour layer (``runtime.behaviour``) makes head nods and brow raises follow these, as
+The behaviour layer (``runtime.animation.behaviour``) makes head nods and brow raises follow these, as
 speakers do ("visual prosody": Graf, Cosatto, Strom & Huang, FG 2002; Cavé et al., ICSLP 1996).
 
 Pitch comes from Praat's autocorrelation pitch tracker (Boersma, "Accurate short-term analysis of
