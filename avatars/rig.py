@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatars import topology as T
-from avatars.bundle import Avatar
+from avatars.bundle import Avatar, inter_ocular_distance
 
 COEFFICIENTS: tuple[str, ...] = (
     "jawOpen",
@@ -672,13 +672,56 @@ def in_domain(coeffs: np.ndarray) -> np.ndarray:
     return c[:, INDEX["mouthClose"]] + press <= 1.0
 
 
+# --- lip gap: the one measure of mouth opening ------------------------------------------------
+# Every lip gap is taken over the central inner-lip pairs 82/87, 13/14, 312/317
+# (``avatars.topology.CENTRAL_INNER_LIP_PAIRS``), as the largest of the three.
+_GAP_UPPER = [u for u, _ in T.CENTRAL_INNER_LIP_PAIRS]
+_GAP_LOWER = [lo for _, lo in T.CENTRAL_INNER_LIP_PAIRS]
+
+
 def inner_lip_gap(keypoints: np.ndarray) -> np.ndarray:
-    """Inner-lip gap [B] in pixels: the largest distance between the three central inner-lip
-    pairs (82/87, 13/14, 312/317) of keypoints [B, 478, 2|3]."""
+    """Inner-lip gap in pixels, as an image shows it: the largest (x, y) distance of the central
+    inner-lip pairs of keypoints float [B, 478, 2|3]. Returns float64 [B] (≥ 0)."""
     kp = np.atleast_3d(np.asarray(keypoints, dtype=np.float64))[..., :2]
-    up = kp[:, [u for u, _ in T.CENTRAL_INNER_LIP_PAIRS]]
-    lo = kp[:, [lo for _, lo in T.CENTRAL_INNER_LIP_PAIRS]]
-    return np.linalg.norm(lo - up, axis=-1).max(axis=1)
+    return np.linalg.norm(kp[:, _GAP_LOWER] - kp[:, _GAP_UPPER], axis=-1).max(axis=1)
+
+
+def inner_lip_gap_iod(landmarks: np.ndarray) -> np.ndarray:
+    """``inner_lip_gap`` of tracked landmarks float [B, 478, 2|3] in each face's own
+    inter-ocular distance (``avatars.bundle.inter_ocular_distance`` of the same landmarks, so
+    2-D landmarks give a 2-D IOD). Returns float64 [B]; NaN where the IOD is 0."""
+    lm = np.atleast_3d(np.asarray(landmarks, dtype=np.float64))
+    iod = np.array([inter_ocular_distance(f) for f in lm])
+    gap = inner_lip_gap(lm)
+    return np.divide(gap, iod, out=np.full_like(gap, np.nan), where=iod > 0.0)
+
+
+def expression_lip_gap(rig: Rig, coeffs: np.ndarray) -> np.ndarray:
+    """The lip gap ``rig``'s face has at coefficients float [K] or [B, K], in the rig's IODs,
+    pose-free (face frame, ``Rig.expression``): the largest lower-minus-upper y of the central
+    inner-lip pairs, signed (negative when the lips overlap). Returns float64 [] or [B]."""
+    c = np.asarray(coeffs, dtype=np.float64)
+    q = rig.expression(np.atleast_2d(c))
+    gap = (q[:, _GAP_LOWER, 1] - q[:, _GAP_UPPER, 1]).max(axis=1)
+    return gap if c.ndim == 2 else gap[0]
+
+
+_CLOSE_GRID = np.linspace(0.0, 1.0, 21)
+
+
+def closure_for_gap(rig: Rig, coeffs: np.ndarray, gap_iod: float) -> float:
+    """The mouthClose in [0, 1] that gives ``rig``'s face (other coefficients as ``coeffs``
+    float [K]) an ``expression_lip_gap`` of ``gap_iod`` IODs: the gap is evaluated on a grid of
+    21 values and inverted by linear interpolation (it falls monotonically with mouthClose;
+    exact where the closure is unsaturated). A gap the face cannot reach gives 0 (wider) or 1."""
+    batch = np.repeat(np.asarray(coeffs, dtype=np.float64)[None], len(_CLOSE_GRID), axis=0)
+    batch[:, INDEX["mouthClose"]] = _CLOSE_GRID
+    gaps = expression_lip_gap(rig, batch)  # decreasing in mouthClose
+    if gap_iod >= gaps[0]:
+        return 0.0
+    if gap_iod <= gaps[-1]:
+        return 1.0
+    return float(np.interp(-gap_iod, -gaps, _CLOSE_GRID))
 
 
 def eyelid_gaps(keypoints: np.ndarray, side: float) -> np.ndarray:

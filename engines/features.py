@@ -91,14 +91,14 @@ def check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """Validate model input audio; returns it as contiguous float32 [N].
 
     Raises:
-        ValueError: sample rate other than 16 kHz (resample first, with PyAV or soxr), not 1-D
+        ValueError: sample rate other than 16 kHz (resample first: ``runtime.audio.resample``), not 1-D
             (mix down to mono first), or non-finite samples.
         TypeError: not a floating-point array.
     """
     if sample_rate != SAMPLE_RATE:
         raise ValueError(
             f"audio must be {SAMPLE_RATE} Hz for the model front-end, got {sample_rate} Hz "
-            "(resample with PyAV's AudioResampler or soxr first)"
+            "(resample to 16 kHz first)"
         )
     a = np.asarray(audio)
     if a.ndim != 1:

@@ -12,7 +12,9 @@ import pytest
 pytest.importorskip("pocketsphinx", reason="pocketsphinx (forced aligner) is not installed")
 pytest.importorskip("av", reason="PyAV (G.722 decoder) is not installed")
 
-from tools.speech import asterisk as S  # noqa: E402
+import itertools
+
+from tools.speech import asterisk as S
 
 needs_sounds = pytest.mark.skipif(
     not (S.SOUNDS_DIR.is_dir() and S.TRANSCRIPTS.is_file()),
@@ -73,8 +75,8 @@ def test_load_audio_errors(tmp_path) -> None:
 @pytest.mark.parametrize("text, words", [
     ("Press 1 to accept.", "press one to accept"),
     ("The 1st, 2nd, 3rd, 12th and 21st", "the first second third twelfth and twenty first"),
-    ("24 hours, 100 users, 1,250", "twenty four hours one hundred users one thousand two hundred "
-                                   "fifty"),
+    ("24 hours, 100 users, 1,250", ("twenty four hours one hundred users one thousand two hundred "
+                                   "fifty")),
     ("at 2:30 or 2:05pm or 2:00", "at two thirty or two oh five p m or two o'clock"),
     ("at 7 a.m. or 11:45 PM", "at seven a m or eleven forty five p m"),
     ("in 1999 and in 2005", "in nineteen ninety nine and in two thousand five"),
@@ -116,7 +118,7 @@ def _check_phones(phones: list[S.Phone], duration_s: float) -> None:
     assert phones
     assert phones[0].start_s == 0.0
     assert phones[-1].end_s == pytest.approx(duration_s, abs=1e-3)
-    for a, b in zip(phones, phones[1:]):
+    for a, b in itertools.pairwise(phones):
         assert a.end_s == pytest.approx(b.start_s, abs=1e-6)  # contiguous, in order
     for p in phones:
         assert p.end_s > p.start_s
@@ -132,7 +134,7 @@ def test_align_places_the_bilabials_of_please_password_pound(
     audio = S.load_audio(prompt.path)
     duration = len(audio) / S.SAMPLE_RATE
     words = S.normalise_text(prompt.text)
-    assert words == "please enter your password followed by the pound key".split()
+    assert words == ["please", "enter", "your", "password", "followed", "by", "the", "pound", "key"]
     phones = S.align(audio, words)
     _check_phones(phones, duration)
     speech = [p.symbol for p in phones if p.symbol != "SIL"]
@@ -178,7 +180,7 @@ def test_align_errors(prompts: dict[str, S.Prompt]) -> None:
         S.align(audio, ["one", "zzqxvw"])
     assert err.value.reason == "oov"
     with pytest.raises(S.AlignmentError) as err:
-        S.align(audio[:1600], "please enter your password followed by the pound key".split())
+        S.align(audio[:1600], ["please", "enter", "your", "password", "followed", "by", "the", "pound", "key"])
     assert err.value.reason == "audio_too_short"
     with pytest.raises(ValueError):
         S.align(np.zeros((2, 1600), np.float32), ["one"])

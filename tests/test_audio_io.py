@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from runtime.audio.decode import load_audio, resample
+from runtime.audio.decode import load_audio
 
 PROMPT = Path("/usr/share/asterisk/sounds/en/demo-enterkeywords.g722")
 
@@ -184,33 +184,3 @@ def test_header_longer_than_an_hour_fails_before_decoding(tmp_path: Path) -> Non
     with pytest.raises(ValueError) as exc:
         load_audio(path)
     _check_error(exc, path, "1 h 0 min 5 s long", "the limit is 1 h")
-
-
-# ---- resample ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("target", [48_000, 16_000])
-def test_resample_keeps_impulse_position(target: int) -> None:
-    rate = 22_050
-    x = np.zeros(rate, np.float32)
-    x[10_000] = 1.0
-    y = resample(x, rate, target)
-    assert y.dtype == np.float32 and y.ndim == 1
-    assert abs(len(y) - rate * target / rate) <= 2  # one second in, one second out
-    assert abs(int(np.argmax(np.abs(y))) - 10_000 * target / rate) <= 1.0
-
-
-def test_resample_same_rate_and_empty() -> None:
-    x = _tone(100.0, 100, 16_000)
-    y = resample(x, 16_000, 16_000)
-    np.testing.assert_array_equal(x, y)
-    assert y is not x
-    assert resample(np.zeros(0, np.float32), 16_000, 48_000).shape == (0,)
-
-
-def test_resample_rejects_bad_input() -> None:
-    with pytest.raises(ValueError):
-        resample(np.zeros((2, 100), np.float32), 16_000, 48_000)
-    for rate, target in [(0, 16_000), (16_000, 0), (-1, 16_000), (16_000, -48_000)]:
-        with pytest.raises(ValueError):
-            resample(np.zeros(100, np.float32), rate, target)

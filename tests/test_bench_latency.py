@@ -1,18 +1,19 @@
-"""``facecast bench latency``: its detectors on frames with known timing, and one short real run
-(server child process, aiortc peer on loopback, Asterisk speech)."""
+"""``facecast bench latency``: its detectors on frames with known timing (and the bench harness's
+readings of received streams), and one short real run (server child process, aiortc peer on
+loopback, Asterisk speech)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
+from runtime.bench import harness as H
 from runtime.bench import latency as B
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _frames(n: int, moves_at: list[int], seed: int = 0) -> list[np.ndarray]:
@@ -31,7 +32,7 @@ def _frames(n: int, moves_at: list[int], seed: int = 0) -> list[np.ndarray]:
 def test_mouth_latency_finds_the_first_moving_frame() -> None:
     fps = 25.0
     arrivals = np.arange(300) / fps
-    frames = np.array([B._darkness(f) for f in _frames(300, [105, 205])])
+    frames = np.array([H.darkness(f) for f in _frames(300, [105, 205])])
     # onsets sent 0.2 s before the frames that move; a third prompt whose mouth never moves
     onsets = [(105 / fps - 0.2, 105 / fps + 1.0, "a"), (205 / fps - 0.2, 205 / fps + 1.0, "b"),
               (270 / fps, 299 / fps, "c")]
@@ -61,9 +62,9 @@ def test_clock_drift_sees_a_stream_falling_behind() -> None:
     t = np.arange(0, 200, 0.04)
     video = [(x + 0.1 + 0.02 * x / 200, round(x * 90000)) for x in t]
     audio = [(x + 0.05, round(x * 48000)) for x in np.arange(0, 200, 0.02)]
-    assert B.clock_drift_ms(video, audio, 0.0, 200.0) == pytest.approx(14.0, abs=1.0)
+    assert H.clock_drift_ms(video, audio, 0.0, 200.0) == pytest.approx(14.0, abs=1.0)
     steady = [(x + 0.1, round(x * 90000)) for x in t]
-    assert abs(B.clock_drift_ms(steady, audio, 0.0, 200.0)) < 0.5
+    assert abs(H.clock_drift_ms(steady, audio, 0.0, 200.0)) < 0.5
 
 
 def _syllables(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -94,13 +95,13 @@ def test_offset_is_not_moved_by_a_lost_audio_frame() -> None:
     mouth = np.array([gate[int((t - 0.02) * 48000):int((t + 0.02) * 48000)].mean()
                       for t in centres])
     audio_t = np.array([t for t, _p, _x in received])
-    laid, missing = B.audio_on_pts(received)
+    laid, missing = H.audio_on_pts(received)
     assert missing == 3 * 960
     assert laid.shape == voice.shape
-    off, corr = B._offset(centres, mouth, audio_t, laid, 1.0, seconds - 1.0)
+    off, corr = H.av_offset(centres, mouth, audio_t, laid, 1.0, seconds - 1.0)
     assert abs(off) < 5.0 and corr > 0.8
     joined = np.concatenate([x for _t, _p, x in received])
-    off_joined, _ = B._offset(centres, mouth, audio_t, joined, 1.0, seconds - 1.0)
+    off_joined, _ = H.av_offset(centres, mouth, audio_t, joined, 1.0, seconds - 1.0)
     assert off_joined > 45.0
 
 

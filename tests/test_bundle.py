@@ -88,7 +88,7 @@ def _rewrite(default_avatar: avatars.Avatar, tmp_path: Path, **changes) -> Path:
     a = default_avatar
     meta = {k: v for k, v in a.metadata.items() if k != "content_hash"}
     meta.update(changes.pop("meta", {}))
-    args = dict(image=a.image, landmarks=a.landmarks, mask=np.round(a.mask * 255).astype(np.uint8))
+    args = {"image": a.image, "landmarks": a.landmarks, "mask": np.round(a.mask * 255).astype(np.uint8)}
     args.update(changes)
     return B.write_bundle(tmp_path / "default", meta, **args)
 

@@ -23,6 +23,7 @@ import pytest
 
 pytest.importorskip("pyaudio", reason="PyAudio is not installed (pip install pyaudio)")
 
+from conftest import ROOT
 from test_mic import (
     MIC_NAME,
     best_alignment,
@@ -30,19 +31,19 @@ from test_mic import (
     prompt_audio,
 )
 
+from runtime.live.speech import SpeechQueue
 from runtime.local.cam import MAX_BACKLOG_SLICES, CamOptions, MicFeed, run_cam
 from runtime.local.mic import Chunk
-from runtime.live.session import SpeechQueue
 from runtime.local.sinks import (
     PreviewWindow,
     Recorder,
+    Sink,
     SinkUnavailable,
     VirtualCamera,
     display_problem,
     vcam_install_hint,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 SECONDS = 6.0
 LEAD_S = 1.2
 
@@ -129,26 +130,22 @@ def test_facecast_cam_records_the_voice_with_a_moving_mouth(sound_server, tmp_pa
     assert abs(sync.av_offset_ms) <= 80, sync
 
 
-# --- the jitter buffer (unit: a fake source, no PortAudio) -----------------------------------
+# --- the jitter buffer (unit: chunks pushed by hand, no PortAudio) ---------------------------
 class _Source:
-    def __init__(self) -> None:
-        self.chunks: list[Chunk] = []
+    def __init__(self, feed: MicFeed) -> None:
+        self.feed = feed
         self.index = 0
 
     def add(self, n_chunks: int, rate: int = 48000) -> None:
         for _ in range(n_chunks):
             x = np.full(960, 0.1, np.float32)
-            self.chunks.append(Chunk(x, rate, self.index, time.monotonic()))
+            self.feed.push(Chunk(x, rate, self.index, time.monotonic()))
             self.index += 960
-
-    def drain(self) -> list[Chunk]:
-        out, self.chunks = self.chunks, []
-        return out
 
 
 def test_mic_feed_feeds_whole_slices_and_bounds_the_backlog():
-    src, q = _Source(), SpeechQueue()
-    feed = MicFeed(src, 1920)
+    feed, q = MicFeed(1920), SpeechQueue()
+    src = _Source(feed)
     assert feed.step(q) is None and feed.underruns == 0  # nothing captured yet: no underrun
     src.add(1)
     assert feed.step(q) is None and feed.underruns == 1  # half a slice waits
@@ -222,13 +219,13 @@ def test_preview_window_shows_frames_on_a_virtual_display(tmp_path):
         pytest.skip("Xvfb not installed (apt install xvfb)")
     pytest.importorskip("tkinter", reason="tkinter missing (apt install python3-tk)")
     code = (
-        "import time, av, numpy as np\n"
+        "import time, numpy as np\n"
         "from runtime.local.sinks import PreviewWindow\n"
         "w = PreviewWindow('t')\n"
-        "f = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format='rgb24')\n"
+        "f = np.full((64, 64, 3), 200, np.uint8)\n"
         "for i in range(20):\n"
         "    w.write(i, f, np.zeros(1920, np.float32)); time.sleep(0.03)\n"
-        "time.sleep(0.2); print(w.backend, w.shown); w.close()\n")
+        "time.sleep(0.2); print(w.backend, w.frames); w.close()\n")
     display = ":93"
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -251,8 +248,36 @@ def test_recorder_refuses_bad_paths_and_keeps_nothing_on_abort(tmp_path):
     with pytest.raises(SinkUnavailable, match="is a folder"):
         Recorder(tmp_path, 64, 64, 25)
     rec = Recorder(tmp_path / "a.mp4", 64, 64, 25)
-    rec.abort()
+    rec.write(0, np.zeros((64, 64, 3), np.uint8), np.zeros(1920, np.float32))
+    rec.close(abort=True)
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SinkUnavailable, match="no frame was rendered"):
+        Recorder(tmp_path / "b.mp4", 64, 64, 25).close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_recorder_is_a_sink_on_the_session_clock(tmp_path):
+    """The ``Sink`` calls on the recorder: frames with a gap (a dropped frame) and every audio
+    slice; the file has the video pts of the frames written and all of the audio."""
+    import av
+
+    rec: Sink = Recorder(tmp_path / "r.mp4", 64, 48, 25)
+    assert rec.name == "record" and rec.target == str(tmp_path / "r.mp4")
+    ramp = np.linspace(-0.5, 0.5, 1920, dtype=np.float32)
+    for n in range(10):
+        image = None if n == 4 else np.full((48, 64, 3), 20 * n, np.uint8)
+        rec.write(n, image, ramp)
+    with pytest.raises(ValueError, match="audio slice of 960 samples"):
+        rec.write(10, None, ramp[:960])  # not the clock's slice
+    assert "wrote" in rec.close() and rec.frames == 9
+    assert rec.close() == rec.close()  # twice is fine
+    with av.open(str(tmp_path / "r.mp4")) as c:
+        tb = c.streams.video[0].time_base
+        pts = [round(f.pts * tb * 48000) for f in c.decode(video=0)]
+    with av.open(str(tmp_path / "r.mp4")) as c:
+        samples = sum(f.samples for f in c.decode(audio=0) if f.pts is not None and f.pts >= 0)
+    assert pts == [n * 1920 for n in range(10) if n != 4]
+    assert abs(samples - 10 * 1920) <= 1024
 
 
 def test_facecast_cam_drive_webcam_from_a_video_file(sound_server, tmp_path):
@@ -302,7 +327,7 @@ def test_facecast_cam_drive_webcam_missing_camera_is_one_line(sound_server):
     proc = subprocess.run(
         [sys.executable, "-m", "runtime.cli", "cam", "--device", MIC_NAME, "--record",
          "/tmp/never.mp4", "--drive", "webcam", "--camera", "97"],
-        cwd=ROOT, env={**sound_server.env, "PYTHONPATH": str(ROOT)},
+        check=False, cwd=ROOT, env={**sound_server.env, "PYTHONPATH": str(ROOT)},
         capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("facecast cam: error: no camera 97")

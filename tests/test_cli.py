@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import ROOT
+from PIL import Image
 
 
 def _facecast(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runtime.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "runtime.cli", *args], check=False, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -56,13 +55,14 @@ def test_serving_path_imports_neither_torch_nor_mediapipe() -> None:
         "bad = [m for m in ('torch', 'mediapipe') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True,
+                       text=True)
     assert r.returncode == 0, r.stderr
 
 
 def test_default_avatar_is_reproducible_from_its_script() -> None:
-    r = subprocess.run([sys.executable, "tools/make_default_avatar.py", "--check"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "tools/make_default_avatar.py", "--check"], check=False,
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "reproducible" in r.stdout
 
@@ -112,3 +112,52 @@ def test_build_engines_without_tensorrt_exits_1() -> None:
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "TensorRT is not installed" in lines[0]
+
+
+def test_bench_and_eval_subcommands_take_only_their_own_options() -> None:
+    r = _facecast("bench", "latency", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "--sessions" in r.stdout and "(default 30.0)" in " ".join(r.stdout.split())
+    for other in ("--batch", "--minutes", "--reconnect-every", "--threads"):
+        assert other not in r.stdout, other
+    r = _facecast("bench", "soak", "--help")
+    assert "--minutes" in r.stdout and "--sessions" not in r.stdout
+    r = _facecast("eval", "sync", "--help")
+    assert "--json" in r.stdout and "--n " not in r.stdout and "--data" not in r.stdout
+    r = _facecast("bench", "latency", "--batch", "2")  # renderer's option: a usage error
+    assert r.returncode == 2 and "unrecognized arguments: --batch" in r.stderr
+
+
+def test_defaults_come_from_the_code_that_runs_each_command() -> None:
+    """The parser reads every default where the command's code keeps it; building all of it
+    imports neither torch nor mediapipe."""
+    code = (
+        "import sys, inspect\n"
+        "from runtime.cli import build_parser\n"
+        "from runtime.serve.server import ServerConfig\n"
+        "from runtime.offline.render import RenderOptions\n"
+        "from runtime.bench.latency import bench_latency\n"
+        "from runtime.bench.soak import bench_soak\n"
+        "from runtime.bench.components import bench_renderer\n"
+        "p = build_parser()\n"
+        "d = lambda fn, k: inspect.signature(fn).parameters[k].default\n"
+        "a = p.parse_args(['serve'])\n"
+        "assert (a.port, a.size, a.max_sessions) == (ServerConfig.port, ServerConfig.size,\n"
+        "                                            ServerConfig.max_sessions)\n"
+        "a = p.parse_args(['render', '--text', 'hi', '--out', 'x.mp4'])\n"
+        "assert (a.size, a.fps) == (RenderOptions.size, RenderOptions.fps)\n"
+        "a = p.parse_args(['bench', 'latency'])\n"
+        "assert (a.seconds, a.sessions) == (d(bench_latency, 'seconds'),\n"
+        "                                   d(bench_latency, 'sessions'))\n"
+        "a = p.parse_args(['bench', 'soak'])\n"
+        "assert (a.minutes, a.reconnect_every) == (d(bench_soak, 'minutes'),\n"
+        "                                          d(bench_soak, 'reconnect_every'))\n"
+        "a = p.parse_args(['bench', 'renderer'])\n"
+        "assert (a.backend, a.seconds) == (d(bench_renderer, 'backend'),\n"
+        "                                  d(bench_renderer, 'seconds'))\n"
+        "bad = [m for m in ('torch', 'mediapipe') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_png
 from PIL import Image
 
 import avatars
 from avatars import enroll as E
 from runtime.cli import main
-
-from conftest import save_png
 
 pytest.importorskip("mediapipe")
 

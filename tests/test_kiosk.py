@@ -19,18 +19,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import env_without_test_microphone
+from conftest import ROOT, env_without_test_microphone
 
-from runtime.bench.latency import _free_port
-from runtime.bench.soak import serve_process
+from runtime.bench.harness import free_port, serve_process
 from runtime.serve.client import AvatarClient
 from runtime.serve.server import ServerConfig, serve_in_thread
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "out"
 CHROMIUM = shutil.which("chromium")
 
@@ -77,7 +74,7 @@ def _frames_decoded(page) -> int:
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 def test_kiosk_page_reconnects_after_the_server_is_killed(tmp_path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/kiosk.html?avatar=default&display=kiosk"
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
@@ -201,7 +198,7 @@ def test_bad_display_name_is_refused(server) -> None:
 
 
 def test_kiosk_command_serves_without_a_display_and_says_so(tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     log_file = tmp_path / "state" / "kiosk.log"
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env["PYTHONPATH"] = str(ROOT)
@@ -269,9 +266,10 @@ def test_log_file_rotates_and_http_lines_are_silenced(tmp_path) -> None:
 
 def test_voice_gate_cuts_speech_into_utterances() -> None:
     """Real speech with pauses: one utterance per phrase, each ended, nothing from the silence."""
-    from runtime.audio.decode import load_audio, resample
-    from runtime.bench.latency import heldout_prompts
-    from runtime.local.kiosk import VoiceGate
+    from runtime.audio.decode import load_audio
+    from runtime.audio.gate import VoiceGate
+    from runtime.audio.resample import resample
+    from runtime.bench.harness import heldout_prompts
 
     try:
         prompt = heldout_prompts()[0]
@@ -308,7 +306,7 @@ def test_kiosk_microphone_speaks_on_the_display(tmp_path) -> None:
     test_mic = pytest.importorskip("test_mic")
     sound = test_mic.start_sound_server(tmp_path / "pulse")
     speech, rate = test_mic.prompt_audio()
-    port = _free_port()
+    port = free_port()
     env = dict(sound.env, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
         [sys.executable, "-m", "runtime.cli", "kiosk", "--port", str(port), "--no-browser",

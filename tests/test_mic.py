@@ -14,6 +14,7 @@ the tests skip, saying which is missing, without them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -27,8 +28,9 @@ import pytest
 
 pytest.importorskip("pyaudio", reason="PyAudio is not installed (pip install pyaudio)")
 
+from runtime.audio.resample import RateFollower
 from runtime.local import mic
-from runtime.local.mic import MicError, Microphone, Resampler, list_devices
+from runtime.local.mic import MicError, Microphone, list_devices
 
 MIC_NAME = "facecast_test_mic"
 SPEAKER_NAME = "facecast_test_speaker"
@@ -140,7 +142,7 @@ def stop_sound_server(server: SoundServer) -> None:
 def prompt_audio(name: str = PROMPT_NAME) -> tuple[np.ndarray, int]:
     """A held-out Asterisk prompt, float32 mono at its own rate (16 kHz)."""
     from runtime.audio.decode import load_audio
-    from runtime.bench.latency import heldout_prompts
+    from runtime.bench.harness import heldout_prompts
 
     paths = [p for p in heldout_prompts() if p.name == name]
     if not paths:
@@ -170,6 +172,11 @@ def best_alignment(reference: np.ndarray, recording: np.ndarray) -> tuple[int, f
     return best
 
 
+async def _start(m: Microphone) -> None:
+    m.start()
+    m.close()
+
+
 # --- devices -------------------------------------------------------------------------------
 def test_list_devices_sees_the_test_microphone(sound_server):
     devices = list_devices()
@@ -184,7 +191,7 @@ def test_list_devices_sees_the_test_microphone(sound_server):
 
 
 def test_select_device_by_name_index_and_default(sound_server):
-    pa = mic._open_pa()
+    pa = mic.open_portaudio()
     try:
         d = mic.select_device(pa, MIC_NAME)
         assert mic.select_device(pa, "TEST_MIC").index == d.index  # substring, any case
@@ -203,27 +210,27 @@ def test_select_device_by_name_index_and_default(sound_server):
 ])
 def test_bad_device_is_a_clear_error_listing_what_exists(sound_server, spec, expected):
     with pytest.raises(MicError) as err:
-        Microphone(spec).start()
+        asyncio.run(_start(Microphone(spec)))
     assert expected in str(err.value)
     assert "input devices: " in str(err.value) and MIC_NAME in str(err.value)
 
 
 def test_output_only_device_by_index(sound_server):
-    pa = mic._open_pa()
+    pa = mic.open_portaudio()
     try:
         index = next(i for i in range(pa.get_device_count())
                      if pa.get_device_info_by_index(i)["name"] == SPEAKER_NAME)
     finally:
         pa.terminate()
     with pytest.raises(MicError, match=f"device {index} '{SPEAKER_NAME}' has no input channels"):
-        Microphone(index).start()
+        asyncio.run(_start(Microphone(index)))
 
 
 def test_device_that_cannot_be_opened(sound_server):
     """PortAudio lists the device but opening it fails (its source is gone, as with a busy or
     unplugged device): MicError naming it, nothing left open."""
     with pytest.raises(MicError) as err:
-        Microphone(GONE_NAME).start()
+        asyncio.run(_start(Microphone(GONE_NAME)))
     message = str(err.value)
     assert "cannot open input device" in message and GONE_NAME in message
     assert "PortAudio error" in message and MIC_NAME in message
@@ -237,22 +244,29 @@ def test_no_devices_at_all_says_what_to_check():
 # --- capture -------------------------------------------------------------------------------
 def test_capture_real_speech_through_portaudio(sound_server):
     """A prompt played into the sound server comes out of Microphone as 20 ms chunks at the
-    device's rate, in order, paced in real time, with the prompt's energy envelope."""
+    device's rate, pushed into the event loop in order, paced in real time, with the prompt's
+    energy envelope."""
     audio, rate = prompt_audio()
     lead = np.zeros(int(0.3 * rate), np.float32)
-    with Microphone(MIC_NAME) as m:
-        assert m.rate == int(m.device.default_rate) and m.chunk_samples == round(m.rate * 0.02)
-        first = m.read(timeout=10)  # the sound server starts streaming
-        assert first is not None
-        player = sound_server.play(np.concatenate([lead, audio, lead]), rate)
-        chunks = [first]
-        deadline = time.monotonic() + len(audio) / rate + 2.0
-        while time.monotonic() < deadline:
-            c = m.read(timeout=1)
-            if c is not None:
+
+    async def capture() -> tuple[Microphone, list]:
+        async with Microphone(MIC_NAME) as m:
+            assert m.rate == int(m.device.default_rate)
+            assert m.chunk_samples == round(m.rate * 0.02)
+            first = await asyncio.wait_for(m.get(), 10)  # the sound server starts streaming
+            assert first is not None
+            player = sound_server.play(np.concatenate([lead, audio, lead]), rate)
+            chunks = [first]
+            deadline = time.monotonic() + len(audio) / rate + 2.0
+            while time.monotonic() < deadline:
+                c = await asyncio.wait_for(m.get(), 1)
+                assert c is not None
                 chunks.append(c)
-        player.wait(10)
-        assert m.dropped == 0
+            await asyncio.to_thread(player.wait, 10)
+            assert m.dropped == 0
+        return m, chunks
+
+    m, chunks = asyncio.run(capture())
     assert all(len(c.samples) == m.chunk_samples and c.samples.dtype == np.float32
                for c in chunks)
     indices = [c.index for c in chunks]
@@ -273,27 +287,39 @@ def test_capture_real_speech_through_portaudio(sound_server):
 
 
 def test_queue_is_bounded_and_drops_the_oldest(sound_server):
-    with Microphone(MIC_NAME, queue_chunks=5) as m:
-        assert m.read(timeout=10) is not None
-        time.sleep(0.5)
-        kept = m.drain()
-        assert len(kept) == 5
-        assert m.dropped >= 10
-        assert [c.index for c in kept] == [kept[0].index + i * m.chunk_samples for i in range(5)]
-        assert m.captured >= 15
-    m.drain()
-    assert m.read(timeout=0.1) is None  # closed and empty
+    """A consumer that does not take chunks loses the oldest, counted; once closed, ``get``
+    gives what was queued, then None."""
+
+    async def run() -> None:
+        m = Microphone(MIC_NAME, queue_chunks=5).start()
+        try:
+            assert await asyncio.wait_for(m.get(), 10) is not None
+            await asyncio.sleep(0.5)  # chunks keep arriving; nobody takes them
+            kept = m.drain()
+            assert len(kept) == 5
+            assert m.dropped >= 10
+            assert [c.index for c in kept] == [kept[0].index + i * m.chunk_samples
+                                               for i in range(5)]
+            assert m.captured >= 15
+        finally:
+            m.close()
+        while (c := await asyncio.wait_for(m.get(), 2)) is not None:
+            assert len(c.samples) == m.chunk_samples  # queued before the close
+        assert await asyncio.wait_for(m.get(), 0.1) is None  # closed and empty, at once
+
+    asyncio.run(run())
 
 
-def test_resampler_keeps_pitch_and_length():
+def test_microphone_resampled_with_the_one_resampler_keeps_pitch_and_length():
+    """A 44.1 kHz microphone's 20 ms chunks through ``RateFollower`` (as cam and kiosk do)."""
     rate_in, f = 44100, 440.0
     t = np.arange(rate_in) / rate_in
     x = (0.5 * np.sin(2 * np.pi * f * t)).astype(np.float32)
-    res = Resampler(48000)
+    res = RateFollower(48000)
     parts = [res.push(x[i:i + 882], rate_in) for i in range(0, len(x), 882)]
     y = np.concatenate(parts + [res.flush()])
     assert y.dtype == np.float32 and abs(len(y) - 48000) <= 64
     spectrum = np.abs(np.fft.rfft(y[:48000 // 2 * 2] * np.hanning(len(y[:48000 // 2 * 2]))))
     peak_hz = np.argmax(spectrum) * 48000 / len(y[:48000 // 2 * 2])
     assert abs(peak_hz - f) < 2.0
-    assert np.array_equal(Resampler(48000).push(x, 48000), x)  # same rate: untouched
+    assert np.array_equal(RateFollower(48000).push(x, 48000), x)  # same rate: untouched

@@ -20,7 +20,7 @@ espeak = pytest.importorskip("runtime.audio.espeak")
 def speech() -> np.ndarray:
     """Real speech at 16 kHz: a held-out asterisk prompt when the package is installed (CI
     installs it), else espeak-ng."""
-    from runtime.audio.decode import resample
+    from runtime.audio.resample import resample
 
     try:
         from tools.speech import asterisk
@@ -92,11 +92,10 @@ def test_bad_input(engine: MotionEngine, tmp_path: Path) -> None:
 
 def test_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from runtime.audio.decode import resample
+    from engines.training.motion_model import MotionDims, MotionModel
+    from runtime.audio.resample import resample
     from tools import train_motion as tm
     from tools.prepare_speech import move_stop_closures
-
-    from engines.training.motion_model import MotionDims, MotionModel
 
     data = tmp_path / "speech"
     data.mkdir()
@@ -134,7 +133,7 @@ def test_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def prompts() -> list[np.ndarray]:
     """Several held-out asterisk prompts at 16 kHz (espeak sentences without the package)."""
-    from runtime.audio.decode import resample
+    from runtime.audio.resample import resample
 
     try:
         from tools.speech import asterisk

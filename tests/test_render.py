@@ -87,7 +87,8 @@ def test_render_text_at_30_fps(text_video: Path, capsys) -> None:
 
 
 def test_render_is_reproducible_and_blinks(tmp_path: Path) -> None:
-    from runtime.audio.decode import load_audio, resample
+    from runtime.audio.decode import load_audio
+    from runtime.audio.resample import resample
     from runtime.offline.render import animate
 
     if not PROMPT.is_file():
@@ -159,8 +160,8 @@ def test_audio_over_one_hour_is_refused(tmp_path: Path, capsys) -> None:
 
 def test_failure_mid_render_removes_the_partial_file(tmp_path: Path, monkeypatch) -> None:
     import avatars
-    from runtime.offline import render
     from runtime.compositor import Compositor
+    from runtime.offline import render
 
     calls = {"n": 0}
 
@@ -179,3 +180,48 @@ def test_failure_mid_render_removes_the_partial_file(tmp_path: Path, monkeypatch
                             render.RenderOptions(size=256))
     assert calls["n"] == 6
     assert _files(tmp_path) == []
+
+
+def test_mp4_writer_stamps_both_streams_from_the_one_clock(tmp_path: Path) -> None:
+    """At 29.97 fps (30000/1001) slices alternate between 1601 and 1602 samples; video pts and
+    audio come from the clock exactly, the file appears only when closed, and odd sides are
+    padded to even."""
+    from runtime.clock import AvClock
+    from runtime.offline.mp4 import Mp4Writer
+
+    clock = AvClock("30000/1001")
+    out = tmp_path / "w.mp4"
+    n_frames = 30
+    with Mp4Writer(out, clock, 63, 47) as writer:
+        assert (writer.width, writer.height) == (64, 48)
+        for n in range(n_frames):
+            start, end = clock.frame_start(n), clock.frame_start(n + 1)
+            tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(start, end) / 48000)
+            writer.write(n, np.full((47, 63, 3), 8 * n, np.uint8), tone.astype(np.float32))
+        assert _files(tmp_path) != ["w.mp4"]  # still the temporary file
+    assert _files(tmp_path) == ["w.mp4"]
+    video, audio, info = _streams(out)
+    assert info["size"] == (64, 48) and info["rate"] == 48000
+    assert [Fraction(p) * info["time_base"] for p in video] == \
+        [Fraction(clock.frame_start(n), 48000) for n in range(n_frames)]
+    assert {clock.frame_start(n + 1) - clock.frame_start(n) for n in range(n_frames)} == \
+        {1601, 1602}
+    decoded = sum(n for pts, n in audio if pts is not None and pts >= 0)
+    assert abs(decoded - clock.frame_start(n_frames)) <= 1024  # AAC frames of 1024 samples
+
+
+def test_mp4_writer_refuses_off_clock_input_and_keeps_nothing_on_failure(tmp_path: Path) -> None:
+    from runtime.clock import AvClock
+    from runtime.offline.mp4 import Mp4Writer
+
+    clock = AvClock(25)
+    with (pytest.raises(ValueError, match="audio slice of 1000 samples, the clock says 1920"),
+          Mp4Writer(tmp_path / "x.mp4", clock, 64, 64) as writer):
+        writer.write(0, np.zeros((64, 64, 3), np.uint8), np.zeros(1920, np.float32))
+        writer.write(1, np.zeros((64, 64, 3), np.uint8), np.zeros(1000, np.float32))
+    with (pytest.raises(ValueError, match="image"),
+          Mp4Writer(tmp_path / "y.mp4", clock, 64, 64) as writer):
+        writer.write(0, np.zeros((32, 64, 3), np.uint8), np.zeros(1920, np.float32))
+    assert _files(tmp_path) == []
+    with pytest.raises(FileNotFoundError, match="output folder does not exist"):
+        Mp4Writer(tmp_path / "no" / "z.mp4", clock, 64, 64)

@@ -12,9 +12,12 @@ from avatars.rig import (
     N_COEFFICIENTS,
     NEUTRAL_POSE,
     Rig,
+    closure_for_gap,
     coefficients_from_mapping,
+    expression_lip_gap,
     eyelid_gaps,
     inner_lip_gap,
+    inner_lip_gap_iod,
     pose_vector,
 )
 
@@ -117,7 +120,7 @@ def test_head_pose(default_rig: Rig) -> None:
     # turning toward the subject's left (image right): the nose tip moves right in the image
     # more than the ears' midpoint, and the face narrows
     assert yaw[1, 0] - n[1, 0] > 0
-    width = lambda k: np.linalg.norm(k[454] - k[234])  # noqa: E731
+    width = lambda k: np.linalg.norm(k[454] - k[234])
     assert width(yaw) < width(n)
     pitch = _kp(default_rig, pose_vector(pitch=np.radians(15)))
     assert pitch[1, 1] > n[1, 1]  # looking down: nose tip lower
@@ -148,3 +151,31 @@ def test_batch_matches_single(default_rig: Rig) -> None:
     batch = default_rig.keypoints(c, p)
     for i in range(8):
         assert np.allclose(batch[i], default_rig.keypoints(c[i:i + 1], p[i:i + 1])[0], atol=1e-4)
+
+
+def test_lip_gap_helpers_agree(default_rig: Rig, default_avatar) -> None:
+    """The rig's own gap (face frame, IOD), the image gap (pixels) and the tracked-face gap (own
+    IOD) are one measure: equal on an upright, open mouth to well under 0.001 IOD."""
+    rng = np.random.default_rng(3)
+    c = rng.uniform(0.0, 0.5, (50, N_COEFFICIENTS))
+    kp = default_rig.keypoints(c, np.tile(NEUTRAL_POSE, (50, 1)))
+    pixels = inner_lip_gap(kp)
+    assert pixels.shape == (50,) and pixels.dtype == np.float64
+    np.testing.assert_allclose(pixels / default_rig.iod, expression_lip_gap(default_rig, c),
+                               atol=5e-4)
+    assert expression_lip_gap(default_rig, c[0]).shape == ()
+    # the tracked-face form divides by the landmarks' own (here 2-D) inter-ocular distance
+    neutral = default_avatar.crop_landmarks(256)
+    own = inner_lip_gap_iod(neutral[None, :, :2])[0]
+    assert own == pytest.approx(inner_lip_gap(neutral[None])[0] / default_rig.iod, rel=0.01)
+    assert np.isnan(inner_lip_gap_iod(np.zeros((1, 478, 2)))[0])  # no eye distance: no gap
+
+
+def test_closure_for_gap_inverts_the_rig(default_rig: Rig) -> None:
+    c = coefficients_from_mapping({"jawOpen": 0.4, "mouthSmile": 0.3})
+    for close in (0.0, 0.25, 0.6, 0.9):
+        c[INDEX["mouthClose"]] = close
+        gap = float(expression_lip_gap(default_rig, c))
+        assert closure_for_gap(default_rig, c, gap) == pytest.approx(close, abs=0.01)
+    assert closure_for_gap(default_rig, c, 10.0) == 0.0  # wider than the face can open
+    assert closure_for_gap(default_rig, c, -10.0) == 1.0

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runtime.serve.auth import issue_token
 from runtime.serve.client import AvatarClient
-from runtime.serve.server import ServerConfig, issue_token, serve_in_thread
+from runtime.serve.server import ServerConfig, serve_in_thread
 
 PROMPT = Path("/usr/share/asterisk/sounds/en/demo-enterkeywords.g722")
 LONG_TEXT = ("Hello there, this is a long sentence that I will interrupt in the middle, so it "
@@ -205,7 +206,8 @@ def test_vanished_peer_is_cleaned_up(server) -> None:
         c.ws.transport.abort()  # the client vanishes: no close frame, no goodbye
         await c.pc.close()
         deadline = time.monotonic() + 15
-        while sid in server.server.sessions and time.monotonic() < deadline:
+        # polled: the state belongs to the server's thread, there is no event to await
+        while sid in server.server.sessions and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         return sid, time.monotonic() - (deadline - 15)
 
@@ -233,7 +235,7 @@ def test_closed_peer_is_freed_without_waiting_for_the_collector(server) -> None:
             await c.wait_video(3)
             refs = [weakref.ref(o) for o in peers() if id(o) not in before and o is not c.pc]
         deadline = time.monotonic() + 10
-        while any(r() is not None for r in refs) and time.monotonic() < deadline:
+        while any(r() is not None for r in refs) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.2)
         return refs
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
+from runtime.bench import harness
 from runtime.bench import soak as bench_soak
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_proc_resources_of_this_process() -> None:
@@ -33,7 +33,7 @@ def test_bad_arguments_are_refused() -> None:
 
 def test_short_soak_run_reports_everything() -> None:
     try:
-        bench_soak.heldout_prompts()
+        harness.heldout_prompts()
     except FileNotFoundError:
         pytest.skip("asterisk-core-sounds-en-g722 is not installed")
     proc = subprocess.run(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from avatars import topology as T
@@ -13,7 +15,7 @@ def _edges(*contours: tuple[int, ...], closed: bool = False) -> set[frozenset[in
     out = set()
     for c in contours:
         pts = list(c) + ([c[0]] if closed else [])
-        out |= {frozenset(e) for e in zip(pts[:-1], pts[1:])}
+        out |= {frozenset(e) for e in itertools.pairwise(pts)}
     return out
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.serve.client import AvatarClient
+from runtime.live.monotonic import VirtualClock
 from runtime.live.scheduler import MAX_ABANDONED, Scheduler, Worker
+from runtime.serve.client import AvatarClient
 from runtime.serve.server import ServerConfig, serve_in_thread
 
 PROMPT = Path("/usr/share/asterisk/sounds/en/demo-enterkeywords.g722")
@@ -140,26 +141,29 @@ class _FakeSession:
 
 
 def test_watchdog_restarts_a_dead_clock_and_gives_up_on_stuck_workers() -> None:
-    """Without a server: a clock task that died is restarted; once MAX_ABANDONED workers are
-    stuck, restarts stop and the scheduler reports gave_up / stalled."""
+    """Without a server, on virtual time: every tick hangs, so the watchdog restarts the
+    pipeline every 0.75 s (stall_s 0.5, a look every 0.25 s) until MAX_ABANDONED workers are
+    stuck; then it stops restarting and the scheduler reports gave_up / stalled. Once the stuck
+    threads return it is no longer given up, and a clock task that dies is restarted too."""
 
     async def main():
-        s = Scheduler(renderer=None, fps=25, stall_s=0.5)
+        clock = VirtualClock(idle_s=0.1)  # a hung tick holds time up 0.1 s (real) per look
+        s = Scheduler(renderer=None, fps=25, stall_s=0.5, clock=clock)
         s.sessions.append(_FakeSession())
         release = threading.Event()
         # every tick hangs until released: each restart abandons one more stuck worker
         s._tick = lambda sessions, render: release.wait(30) and []  # type: ignore[method-assign]
         s.start()
-        deadline = time.monotonic() + 10
-        while not s.gave_up and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await clock.advance(0.75 * MAX_ABANDONED + 0.5)
         gave_up, restarts, stalled = s.gave_up, s.restarts, s.stalled()
         release.set()
-        await asyncio.sleep(0.3)
+        stuck = list(s._abandoned)
+        await asyncio.gather(*(asyncio.to_thread(w.thread.join, 5) for w in stuck))
+        await clock.advance(0.1)
         recovered = not s.gave_up
         # a clock that dies is restarted too
         s._task.cancel()
-        await asyncio.sleep(1.0)
+        await clock.advance(0.5)
         alive = s._task is not None and not s._task.done()
         await s.stop()
         return gave_up, restarts, stalled, recovered, alive, s.restarts

@@ -10,17 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from avatars.retarget import FAST, FIT_POINTS, Retargeter
 from avatars.rig import COEFFICIENTS, INDEX, N_COEFFICIENTS, NEUTRAL_POSE, Rig, in_domain
-from runtime.webcam.drive import (
-    FIT_POINTS,
-    CameraError,
-    DriverParams,
-    FastRetargeter,
-    LiveWebcamDrive,
-    VideoSource,
-    WebcamDriver,
-    open_webcam_drive,
-)
+from runtime.webcam.driver import DriverParams, LiveWebcamDrive, WebcamDriver, open_webcam_drive
+from runtime.webcam.source import CameraError, VideoSource
 
 pytest.importorskip("mediapipe")
 
@@ -102,9 +95,9 @@ def test_face_lost_hands_over_to_audio_and_back(evaluated) -> None:
 
 
 def test_fast_retargeter_round_trip(default_avatar) -> None:
-    """The subset fit recovers rig motion from keypoints alone, warm-started along a sequence."""
+    """The fast preset recovers rig motion from keypoints alone, warm-started along a sequence."""
     rig = Rig.for_avatar(default_avatar, 256)
-    fit = FastRetargeter(default_avatar.crop_landmarks(256), 256)
+    fit = Retargeter(default_avatar.crop_landmarks(256), 256, FAST)
     assert len(FIT_POINTS) < 200
     rng = np.random.default_rng(7)
     c = np.zeros(N_COEFFICIENTS)

@@ -20,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engines.training.motion_model import MotionDims, MotionModel  # noqa: E402
+from engines.training.motion_model import MotionDims, MotionModel
 
 OPSET = 17
 

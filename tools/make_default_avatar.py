@@ -24,9 +24,9 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from avatars import load  # noqa: E402
-from avatars.bundle import encode_png  # noqa: E402
-from avatars.enroll import EnrollOptions, enroll  # noqa: E402
+from avatars import load
+from avatars.bundle import encode_png
+from avatars.enroll import EnrollOptions, enroll
 
 OPTIONS = EnrollOptions(
     consent=(

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Portrait", "PORTRAITS", "load_portrait", "available", "locate"]
+__all__ = ["PORTRAITS", "Portrait", "available", "load_portrait", "locate"]
 
 
 @dataclass(frozen=True)

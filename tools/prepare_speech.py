@@ -32,8 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engines.audio import SAMPLE_RATE  # noqa: E402
-from runtime.audio.decode import resample  # noqa: E402
+from engines.audio import SAMPLE_RATE
+from runtime.audio.resample import resample
 
 TRAIN_VOICES = ("en-us", "en-gb", "en-us+f3", "en-us+m3", "en-gb+f2", "en-us+m7", "en-029",
                 "en-gb-x-rp", "en-us+f4", "en-gb-scotland")

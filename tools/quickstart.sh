@@ -124,5 +124,7 @@ case "$mode" in
     facecast eval renderer --avatar out/avatars/demo --n 16 --sheet out/renderer-sheet.png
     log "done: play out/demo.mp4; open out/rig-preview.png and out/renderer-sheet.png" ;;
   test)
+    log "ruff check (lint, including the asyncio rules)"
+    ruff check .
     exec python -m pytest -q ;;
 esac

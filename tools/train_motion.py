@@ -40,16 +40,16 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engines.audio import FEATURE_RATE_HZ, HOP_LENGTH, SAMPLE_RATE, WINDOW_SECONDS  # noqa: E402
-from engines.features import log_mel, n_frames  # noqa: E402
-from engines.training.motion_model import CONTEXT_FRAMES, MotionDims, MotionModel  # noqa: E402
-from runtime.evals.signals import pink_noise, synthetic_music  # noqa: E402
-from engines.visemes import (  # noqa: E402
+from engines.audio import FEATURE_RATE_HZ, HOP_LENGTH, SAMPLE_RATE, WINDOW_SECONDS
+from engines.features import log_mel, n_frames
+from engines.training.motion_model import CONTEXT_FRAMES, MotionDims, MotionModel
+from engines.visemes import (
     MOTION_COEFFICIENTS,
     VISEME_INDEX,
     coefficient_tracks,
     segments_from_phones,
 )
+from runtime.evals.signals import pink_noise, synthetic_music
 
 WINDOW_S = 3.0
 COEFF_WEIGHTS = {"jawOpen": 3.0, "mouthClose": 3.0}
@@ -107,7 +107,7 @@ def reverb(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
 
 def telephone(x: np.ndarray) -> np.ndarray:
     """Band-limit to telephone bandwidth: 16 kHz → 8 kHz → 16 kHz (PyAV's resampler)."""
-    from runtime.audio.decode import resample
+    from runtime.audio.resample import resample
 
     y = resample(resample(x.astype(np.float32), SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
     return np.pad(y, (0, max(0, x.size - y.size)))[: x.size]
@@ -223,8 +223,10 @@ def feature_stats(rng: np.random.Generator, corpus: list[Utterance], n: int = 20
 
 
 def train(data: Path, out: Path, steps: int, batch: int, lr: float, seed: int,
-          dims: MotionDims = MotionDims(), log_every: int = 50) -> list[dict]:
-    """Train and save ``out/motion.pt``; returns the log records."""
+          dims: MotionDims | None = None, log_every: int = 50) -> list[dict]:
+    """Train and save ``out/motion.pt``; returns the log records. ``dims``: the model's
+    dimensions (default ``MotionDims()``)."""
+    dims = MotionDims() if dims is None else dims
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -29,7 +29,6 @@ from engines.motion import CONTEXT_FRAMES  # noqa: F401  (re-exported for traini
 from engines.visemes import MOTION_COEFFICIENTS, VISEMES
 
 
-
 @dataclass(frozen=True)
 class MotionDims:
     """Sizes of the motion model; rebuilt from this (``MotionModel(dims)``)."""

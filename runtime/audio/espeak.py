@@ -61,6 +61,10 @@ class EspeakError(RuntimeError):
     """libespeak-ng is missing, failed to initialise, or failed during synthesis."""
 
 
+class UnknownVoice(ValueError):
+    """The voice (or its ``+variant``) names no espeak-ng voice (see ``list_voices``)."""
+
+
 @dataclass(frozen=True)
 class Phone:
     """One phoneme of the synthesised speech.
@@ -248,7 +252,7 @@ class _Engine:
                         symbol = raw.split(b"\0", 1)[0].decode("utf-8", "ignore")
                         self.events.append((int(e.sample), symbol))
                     i += 1
-        except Exception:  # never let an exception unwind into C; abort synthesis instead
+        except Exception:  # noqa: BLE001 - never let an exception unwind into C; abort synthesis
             self.failed = True
             return 1
         return 0
@@ -293,13 +297,13 @@ def _resolve_voice(engine: _Engine, voice: str) -> bytes:
     base, _, variant = voice.strip().partition("+")
     ident = engine.resolve.get(base.strip().lower())
     if ident is None:
-        raise ValueError(
+        raise UnknownVoice(
             f"unknown espeak-ng voice {voice!r}; see runtime.audio.espeak.list_voices() (e.g. 'en-us')"
         )
     if variant:
         canonical = engine.variants.get(variant.strip().lower())
         if canonical is None:
-            raise ValueError(
+            raise UnknownVoice(
                 f"unknown espeak-ng voice variant {variant!r} in {voice!r}; variants are "
                 f"{', '.join(sorted(engine.variants.values())[:12])}, ..."
             )
@@ -331,8 +335,9 @@ def synthesize(
     can give silent audio and no phones.
 
     Raises ValueError for empty/whitespace-only text, text longer than ``max_chars`` or
-    containing NUL, an unknown voice or variant, or rate/pitch out of range; EspeakError if the
-    library is missing (``apt-get install libespeak-ng1``) or synthesis fails.
+    containing NUL, or rate/pitch out of range; ``UnknownVoice`` (a ValueError) for an unknown
+    voice or variant; EspeakError if the library is missing (``apt-get install libespeak-ng1``)
+    or synthesis fails.
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text to synthesize is empty or whitespace only")

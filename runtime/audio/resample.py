@@ -1,39 +1,44 @@
-"""The one resampler of facecast: python-soxr (libsoxr), streaming and one-shot.
+"""The one resampler of facecast: FFmpeg's libswresample through PyAV, streaming and one-shot.
 
 Every rate change on the real-time side goes through here: a client's ``audio`` stream to the
 48 kHz output (``facecast serve``), the 48 kHz output to the motion model's 16 kHz (the live
 session), a microphone's native rate to 48 kHz (``facecast cam``, ``facecast kiosk --mic``), and a
 decoded file or TTS voice to either (``resample``).
 
-Chosen by measurement on this project's 2-core machine (mono float32, 20 ms chunks, 4 s of a
-1 kHz tone; ``tools``-free, see the issue-16 note), python-soxr ``ResampleStream`` at quality
-``"HQ"`` against PyAV's ``AudioResampler`` (libswresample defaults):
+Chosen by measurement on this project's 2-core machine (issue 16; mono float32, 20 ms chunks;
+hold-back = output still owed after the last pushed chunk, i.e. latency the stream adds):
 
-======================  ======================  ======================
-                        soxr ``ResampleStream``  PyAV ``AudioResampler``
-======================  ======================  ======================
-48 → 16 kHz, per chunk  9 µs                    40 µs
-16 → 48 kHz, per chunk  10 µs                   34 µs
-44.1 → 48 kHz           10 µs                   35 µs
-tone SNR                130–135 dB              102–120 dB
-alias of a 8.8 kHz tone −137 dB                 −43 dB
-(48 → 16 kHz)
-threads per stream      0                       2 (an FFmpeg filter graph)
-======================  ======================  ======================
+=============================  ===========  =========  ===========  ===========  =======
+resampler                      48→16 kHz    44.1→48    hold-back    alias of     threads
+                               per chunk    per chunk  48→16 kHz    8.8 kHz      per
+                                                                    tone, 48→16  stream
+=============================  ===========  =========  ===========  ===========  =======
+PyAV ``AudioResampler``        40 µs        35 µs      1.0 ms       −43 dB       2
+soxr ``ResampleStream`` "HQ"   9 µs         10 µs      21.3 ms      −137 dB      0
+soxr "MQ" / "LQ"               6 / 5 µs     9 / 8 µs   15.0/6.2 ms  −117/−114    0
+**this module** (PyAV filter   21 µs        22 µs      1.0 ms       −43 dB       0
+graph ``abuffer → aresample
+→ aformat → abuffersink``,
+``threads = 1``)
+=============================  ===========  =========  ===========  ===========  =======
 
-Both give exactly ``n · rate_out / rate_in`` samples once flushed. soxr needs no threads, so a
-closed stream frees nothing late (the cause of the thread growth fixed in ``serve.reclaim``).
+The hold-back decides it. The live session feeds the motion model from the 48 → 16 kHz stream
+and its mouth row must be ready one lookahead after the audio: soxr "HQ" holds back 21–37 ms
+(depending on the slice size), which cost the live path one more frame of lookahead (+40 ms of
+lip-sync latency at 25 fps); "LQ" cuts the band above 6.4 kHz (−12.8 dB at 7 kHz) that the
+motion model's 80-band log-mel was trained on (mean coefficient change 0.023 against 0.0015 for
+"HQ"). PyAV's ``AudioResampler`` has the latency but builds its filter graph with FFmpeg's
+default threading: two slice threads per stream (the threads that ``serve.reclaim`` had to
+free). The same libswresample filter in a graph of our own with ``threads = 1`` keeps the
+1 ms hold-back, starts no thread, costs half as much, and gives output bit-identical to
+``AudioResampler`` (``tests/test_resample.py``), so the motion model sees what it was trained on.
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
-
-QUALITY = "HQ"
-"""soxr quality preset: "HQ" is 20-bit precision, passband to 91% of Nyquist (libsoxr docs)."""
-
-SILENCE_DBFS = -60.0
-"""Level (dBFS, RMS over a chunk) under which a chunk counts as silence (``level_dbfs``)."""
 
 
 def level_dbfs(x: np.ndarray) -> float:
@@ -65,48 +70,85 @@ def _mono(x: np.ndarray) -> np.ndarray:
 
 
 class StreamResampler:
-    """Streaming mono float32 resampling (soxr ``ResampleStream``), one instance per stream.
+    """Streaming mono float32 resampling (libswresample in a one-thread PyAV filter graph), one
+    instance per stream.
 
     Args:
         rate_in: the input's sample rate, Hz.
         rate_out: the output's sample rate, Hz.
 
     ``push(x)`` takes float32 [n] at ``rate_in`` and returns float32 [m] at ``rate_out``; the
-    filter holds back a few milliseconds, which come out of later pushes or ``flush()``. In all,
-    a flushed stream yields round(N · rate_out / rate_in) samples for N pushed. With equal rates
-    the samples pass through unchanged. Raises ``ValueError`` for non-positive rates or audio
-    that is not 1-D; ``RuntimeError`` when pushed after ``flush``.
+    filter holds back about 1 ms, which comes out of later pushes or ``flush()``. In all, a
+    flushed stream yields round(N · rate_out / rate_in) samples for N pushed. With equal rates the
+    samples pass through unchanged. Raises ``ValueError`` for non-positive rates or audio that is
+    not 1-D; ``RuntimeError`` when pushed after ``flush``.
     """
 
     def __init__(self, rate_in: int, rate_out: int) -> None:
         self.rate_in = _check_rate(rate_in, "rate_in")
         self.rate_out = _check_rate(rate_out, "rate_out")
-        self._stream = None
+        self._graph = None
         self._closed = False
+        self._pts = 0
         if self.rate_in != self.rate_out:
-            import soxr
+            import av
 
-            self._stream = soxr.ResampleStream(self.rate_in, self.rate_out, 1,
-                                               dtype="float32", quality=QUALITY)
+            graph = av.filter.Graph()
+            graph.threads = 1  # FFmpeg's default starts a slice-thread pool per graph
+            src = graph.add_abuffer(format="flt", layout="mono", sample_rate=self.rate_in,
+                                    time_base=Fraction(1, self.rate_in))
+            res = graph.add("aresample", str(self.rate_out))
+            fmt = graph.add("aformat", sample_fmts="flt", channel_layouts="mono",
+                            sample_rates=str(self.rate_out))
+            sink = graph.add("abuffersink")
+            src.link_to(res)
+            res.link_to(fmt)
+            fmt.link_to(sink)
+            graph.configure()
+            self._graph = graph
+
+    def _drain(self) -> np.ndarray:
+        import av
+
+        parts = []
+        while True:
+            try:
+                parts.append(self._graph.pull().to_ndarray()[0])
+            except (av.BlockingIOError, av.EOFError):
+                break
+        return np.concatenate(parts).astype(np.float32, copy=False) if parts else \
+            np.zeros(0, np.float32)
 
     def push(self, x: np.ndarray) -> np.ndarray:
         """Resample the next chunk: float32 [n] at ``rate_in`` → float32 [m] at ``rate_out``."""
         if self._closed:
             raise RuntimeError("the stream was flushed; start a new StreamResampler")
         x = _mono(x)
-        if self._stream is None:
+        if self._graph is None:
             return x.copy()
-        return np.asarray(self._stream.resample_chunk(x), np.float32)
+        if not x.size:
+            return np.zeros(0, np.float32)
+        import av
+
+        frame = av.AudioFrame.from_ndarray(x[None], format="flt", layout="mono")
+        frame.sample_rate = self.rate_in
+        frame.pts = self._pts
+        frame.time_base = Fraction(1, self.rate_in)
+        self._pts += x.size
+        self._graph.push(frame)
+        return self._drain()
 
     def flush(self) -> np.ndarray:
         """End the stream: what the filter still holds, float32 [m] at ``rate_out``."""
         if self._closed:
             return np.zeros(0, np.float32)
         self._closed = True
-        if self._stream is None:
+        if self._graph is None:
             return np.zeros(0, np.float32)
-        return np.asarray(self._stream.resample_chunk(np.zeros(0, np.float32), last=True),
-                          np.float32)
+        self._graph.push(None)
+        out = self._drain()
+        self._graph = None
+        return out
 
 
 class RateFollower:

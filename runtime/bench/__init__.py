@@ -1,4 +1,5 @@
-"""``facecast bench …``: component speed (rig, motion model, renderer), end-to-end latency over
-real WebRTC on loopback, and the long soak; ``harness`` holds what they share (starting a
-server, the held-out prompts, reading the received streams).
+"""``facecast bench …``: component speed (``components``: rig, motion model, renderer),
+end-to-end latency over real WebRTC on loopback (``latency``), and the long soak (``soak``);
+``harness`` holds what the last two share (starting a server, the held-out prompts, reading the
+received streams), ``command`` the sub-commands' options and how each is run.
 """

@@ -86,8 +86,8 @@ def bench_motion(seconds: float = 30.0) -> dict[str, Any]:
     from engines.audio import CHUNK_SAMPLES, SAMPLE_RATE
     from engines.features import StreamingLogMel
     from engines.motion import MotionEngine
-    from runtime.audio.decode import resample
     from runtime.audio.espeak import synthesize
+    from runtime.audio.resample import resample
 
     text = ("Please say your name after the tone, then press the pound key. "
             "Thank you for calling; your call is important to us. ") * 8

@@ -1,8 +1,9 @@
 """``facecast bench latency``: end-to-end latency, A/V offset and capacity over real WebRTC.
 
 Starts ``facecast serve`` as a child process on loopback, connects N aiortc client peers
-(``runtime.serve.client.AvatarClient``), and pushes real speech (the held-out Asterisk prompts) through
-``audio`` messages in real time, 20 ms per message, with 0.6–1.2 s of silence between prompts.
+(``runtime.serve.client.AvatarClient``), and pushes real speech (the held-out Asterisk prompts)
+through ``audio`` messages in real time, 20 ms per message, with 0.6–1.2 s of silence between
+prompts (``runtime.bench.harness``: the server process, the speech, the received streams).
 On the received side it measures:
 
 * ``onset_to_mouth_ms``: from sending the chunk that holds a prompt's speech onset (first 10 ms
@@ -29,9 +30,9 @@ On the received side it measures:
   wire arrival time (``runtime.serve.client.Received.wire``) by a least-squares line (removes
   network/decoder jitter, keeps the tracks' relative timing as sent). Positive: the mouth lags
   the voice. Also over the first and the last 60 s (``av_offset_start_ms``,
-  ``av_offset_end_ms``); these depend on what was said in each window. ``av_clock_drift_ms`` measures drift without content: how much the video stream's
-  pts-to-arrival lag changed against the audio stream's from the first to the last 60 s
-  (``clock_drift_ms``).
+  ``av_offset_end_ms``); these depend on what was said in each window. ``av_clock_drift_ms``
+  measures drift without content: how much the video stream's pts-to-arrival lag changed
+  against the audio stream's from the first to the last 60 s (``harness.clock_drift_ms``).
 * delivered fps and frames missing (pts gaps) per session; the server's dropped frames and
   ``late_ticks`` (``/healthz``); the server process's CPU % (utime + stime over wall time, from
   ``/proc``), RSS at the start and the end (after warm-up) and their difference, and on runs
@@ -42,23 +43,32 @@ On the received side it measures:
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import socket
 import time
-import urllib.request
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en")
-HELDOUT = resources.files("runtime.evals") / "heldout.txt"
-"""The held-out Asterisk prompt list (package data; the same file training excludes)."""
-CHUNK_S = 0.02
-WARMUP_S = 3.0
-"""Seconds of idle received before speech starts (the baseline of the mouth-motion detector)."""
+from runtime.bench.harness import (
+    AUDIO_RTP_RATE,
+    VIDEO_RTP_RATE,
+    WARMUP_S,
+    Onset,
+    Prompt,
+    audio_on_pts,
+    av_offset,
+    clock_drift_ms,
+    darkness,
+    free_port,
+    get_json,
+    mouth_box,
+    proc_stats,
+    pts_timeline,
+    sentence_prompts,
+    serve_process,
+    speak_prompts,
+    wire_arrivals,
+)
+
 MOTION_FACTOR = 2.0
 """Mouth-opening threshold as a multiple of the idle noise (99th percentile); see module doc."""
 MOTION_FLOOR = 1.0
@@ -68,167 +78,13 @@ MOTION_GAP = 5
 about the time from onset to the first mouth motion, so head drift over that span counts)."""
 
 
-def heldout_prompts(limit: int | None = None) -> list[Path]:
-    """Held-out Asterisk prompts (``runtime/evals/heldout.txt``) that exist on this machine,
-    skipping single digits/letters; raises FileNotFoundError if there are none."""
-    names: list[str] = []
-    if HELDOUT.is_file():
-        names = [ln.strip() for ln in HELDOUT.read_text().splitlines()
-                 if ln.strip() and not ln.startswith("#")]
-    paths = [ASTERISK_DIR / f"{n}.g722" for n in names
-             if not n.startswith(("digits/", "letters/", "phonetic/"))]
-    paths = [p for p in paths if p.is_file()]
-    if not paths:
-        raise FileNotFoundError("no held-out Asterisk prompts found: apt-get install "
-                                "asterisk-core-sounds-en-g722")
-    return paths[:limit] if limit else paths
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _proc_stats(pid: int) -> tuple[float, float]:
-    """(CPU seconds utime+stime, RSS MiB) of a process, from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    rss = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) / 1024
-    return cpu, rss
-
-
-def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
-
-
-def mouth_box(avatar_name: str = "default") -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) full-image pixels around the avatar's lips, extended down by 0.25 IOD
-    for the opening jaw."""
-    import avatars
-    from avatars import topology as T
-    from avatars.rig import Rig
-    from runtime.compositor import Compositor
-
-    av_ = avatars.load(avatar_name)
-    rig = Rig.for_avatar(av_, 256)
-    lips = sorted({i for pair in T.CENTRAL_INNER_LIP_PAIRS for i in pair} | {61, 291})
-    pts = Compositor(av_, 256).crop_to_image(rig.neutral[lips, :2])
-    iod = rig.iod * av_.crop_box[2] / 256
-    x0, y0 = pts.min(axis=0) - np.array([0.05, 0.08]) * iod
-    x1, y1 = pts.max(axis=0) + np.array([0.05, 0.25]) * iod
-    return int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))
-
-
-def _darkness(frame: np.ndarray) -> float:
-    grey = frame[..., 0] * 0.299 + frame[..., 1] * 0.587 + frame[..., 2] * 0.114
-    return float(255.0 - grey.mean())
-
-
-def _timeline(entries: list, rate: float) -> tuple[np.ndarray, np.ndarray]:
-    """pts (in ``rate`` units) → arrival seconds through a least-squares line; returns
-    (pts seconds, mapped time)."""
-    arrival = np.array([e[0] for e in entries])
-    pts = np.array([float(e[1]) for e in entries]) / rate
-    a, b = np.polyfit(pts, arrival, 1)
-    return pts, a * pts + b
-
-
-def audio_on_pts(audio: list) -> tuple[np.ndarray, int]:
-    """Received audio frames laid out on their own pts, so a lost or dropped frame leaves a gap
-    instead of pulling everything after it earlier (concatenating frames would shift the voice
-    20 ms per missing frame and read as the mouth lagging by as much).
-
-    Args:
-        audio: (arrival s, pts in 1/48000 s, float32 [n] samples at 48 kHz) per received
-            frame, in arrival order (``Received.audio``; Opus's RTP clock is 48 kHz).
-
-    Returns:
-        (float32 [N] samples from the first frame's pts on, zeros where nothing arrived; the
-        number of samples missing inside that span). A frame whose pts repeats an earlier
-        one's overwrites it.
-    """
-    if not audio:
-        return np.zeros(0, np.float32), 0
-    first = int(audio[0][1])
-    end = max(int(p) - first + len(x) for _t, p, x in audio)
-    out = np.zeros(end, np.float32)
-    filled = np.zeros(end, bool)
-    for _t, p, x in audio:
-        i = int(p) - first
-        if i < 0:
-            continue
-        out[i:i + len(x)] = x
-        filled[i:i + len(x)] = True
-    return out, int(end - filled.sum())
-
-
-def _offset(video_t: np.ndarray, mouth: np.ndarray, audio_t: np.ndarray,
-            audio: np.ndarray, t0: float, t1: float) -> tuple[float, float]:
-    """Offset (ms, positive = mouth lags) and correlation in the window [t0, t1).
-
-    Args:
-        video_t: float64 [n] time of each video frame (monotonic s), mouth: float [n] its
-            mouth-box darkness.
-        audio_t: float64 [m] time of each received audio frame; only ``audio_t[0]`` is used:
-            ``audio`` starts there, one sample per 1/48000 s (``audio_on_pts``).
-        audio: float32 [N] the received voice at 48 kHz, laid out on its pts.
-        t0, t1: the window, monotonic s.
-    """
-    from runtime.evals.sync import audio_envelope, lagged_correlation, parabolic_peak
-
-    hop = 0.01
-    grid = np.arange(t0, t1, hop)
-    env_all = audio_envelope(audio, 48000, hop)
-    env = np.interp(grid, audio_t[0] + np.arange(len(env_all)) * hop, env_all,
-                    left=np.nan, right=np.nan)
-    gap = np.interp(grid, video_t, mouth, left=np.nan, right=np.nan)
-    c = lagged_correlation(gap, env, 40, 100)
-    if not np.isfinite(c).any():
-        return float("nan"), float("nan")
-    i = int(np.nanargmax(c))
-    frac = parabolic_peak(c[i - 1], c[i], c[i + 1]) if 0 < i < len(c) - 1 else 0.0
-    return round((i - 40 + frac) * hop * 1000, 1), round(float(c[i]), 3)
-
-
-async def _drive(client, prompts: list[tuple[str, np.ndarray, int]], seconds: float,
-                 rng: np.random.Generator, onsets: list[float]) -> None:
-    """Push prompts in real time until ``seconds`` have passed."""
-    end = time.monotonic() + seconds
-    k = 0
-    while time.monotonic() < end:
-        name, audio, rate = prompts[k % len(prompts)]
-        k += 1
-        step = int(CHUNK_S * rate)
-        env = np.array([np.sqrt(np.mean(audio[i:i + rate // 100] ** 2) + 1e-12)
-                        for i in range(0, len(audio), rate // 100)])
-        onset = int(np.argmax(20 * np.log10(env) > 20 * np.log10(env.max()) - 30)) * (rate // 100)
-        start = time.monotonic()
-        uid = f"p{k}"
-        for n, i in enumerate(range(0, len(audio), step)):
-            due = start + n * CHUNK_S
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if i <= onset < i + step:
-                onsets.append((time.monotonic(), start + len(audio) / rate + 0.5, name))
-            await client.send_audio(audio[i:i + step], rate, uid)
-        await client.send({"type": "audio_end", "id": uid})
-        await asyncio.sleep(len(audio) / rate - (time.monotonic() - start) + rng.uniform(0.6, 1.2))
-
-
 def mouth_latencies(darkness: np.ndarray, arrivals: np.ndarray,
-                    onsets: list[tuple[float, float, str]]) -> list[float]:
+                    onsets: list[Onset]) -> list[float]:
     """Onset → first frame whose mouth opens, in ms, per prompt (NaN: none before the prompt's
     end; see the module docstring).
 
     Args:
-        darkness: float [n] mouth-box darkness per received frame (``_darkness``), in arrival
+        darkness: float [n] mouth-box darkness per received frame (``harness.darkness``), in arrival
             order.
         arrivals: float64 [n] arrival time of each frame (``time.monotonic`` seconds).
         onsets: (onset send time s, prompt end time s, prompt name) per prompt.
@@ -253,7 +109,7 @@ def mouth_latencies(darkness: np.ndarray, arrivals: np.ndarray,
     return out
 
 
-def voice_latencies(audio: list, onsets: list[tuple[float, float, str]]) -> list[float]:
+def voice_latencies(audio: list, onsets: list[Onset]) -> list[float]:
     """Onset → arrival of the first received audio frame within 35 dB of the received peak, ms,
     per prompt (NaN: none before the prompt's end).
 
@@ -272,33 +128,6 @@ def voice_latencies(audio: list, onsets: list[tuple[float, float, str]]) -> list
     return out
 
 
-def clock_drift_ms(video: list[tuple[float, int]], audio: list[tuple[float, int]],
-                   t0: float, t1: float, window: float = 60.0) -> float:
-    """Change of the video track's timing against the audio track's between the first and the
-    last ``window`` seconds of [t0, t1), ms (positive: video fell behind).
-
-    Each track's lag is wire arrival − pts time (video pts at 90 kHz, audio at 48 kHz, as RTP
-    carries them); the median of (video lag − audio lag) is taken in each window. The tracks'
-    RTP origins are arbitrary, so only the change means anything: how far one stream's clock
-    drifted from the other's. Content-free, unlike the cross-correlation offsets.
-
-    Args:
-        video, audio: (wire arrival s, pts) per received frame.
-    """
-    v = np.array([(t, p / 90000.0) for t, p in video])
-    a = np.array([(t, p / 48000.0) for t, p in audio])
-    w = min(window, (t1 - t0) / 2)
-
-    def rel(lo: float, hi: float) -> float:
-        vs = v[(v[:, 0] >= lo) & (v[:, 0] < hi)]
-        as_ = a[(a[:, 0] >= lo) & (a[:, 0] < hi)]
-        if not len(vs) or not len(as_):
-            return float("nan")
-        return float(np.median(vs[:, 0] - vs[:, 1]) - np.median(as_[:, 0] - as_[:, 1]))
-
-    return round((rel(t1 - w, t1) - rel(t0, t0 + w)) * 1000, 1)
-
-
 def _ms(x: float) -> float | None:
     return None if np.isnan(x) else round(float(x), 1)
 
@@ -314,21 +143,26 @@ def _summary(per_prompt: list[dict], key: str) -> dict:
 
 def bench_latency(sessions: int = 1, seconds: float = 30.0, size: int = 256,
                   avatar: str = "default", backend: str = "auto") -> dict[str, Any]:
-    """Run the benchmark; returns the JSON-ready figures (see the module docstring)."""
-    from runtime.audio.decode import load_audio
+    """Run the benchmark; returns the JSON-ready figures (see the module docstring).
 
-    prompts = [(p.stem, *load_audio(p)) for p in heldout_prompts()]
-    prompts = [(n, a, r) for n, a, r in prompts if 1.0 <= len(a) / r <= 5.0][:24]  # sentences
+    Args:
+        sessions: concurrent client peers (each a session of the server).
+        seconds: how long the peers push speech, after ``WARMUP_S`` of idle.
+        size, avatar, backend: passed to ``facecast serve``.
+
+    Raises:
+        FileNotFoundError: no held-out Asterisk prompts (``asterisk-core-sounds-en-g722``).
+        RuntimeError: the server did not start (a backend it cannot run among the causes).
+    """
+    prompts = sentence_prompts()
     box = mouth_box(avatar)
-    from runtime.bench.soak import serve_process  # the one way benches start a server
-
-    port = _free_port()
+    port = free_port()
     with serve_process(port, size, avatar, backend,
                        extra=("--max-sessions", str(max(4, sessions)))) as proc:
         return asyncio.run(_run(port, proc.pid, sessions, seconds, prompts, box))
 
 
-async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: list,
+async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: list[Prompt],
                box: tuple[int, int, int, int]) -> dict[str, Any]:
     from runtime.serve.client import AvatarClient
 
@@ -340,7 +174,7 @@ async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: li
     for c in clients:
         await c.wait_video(25, timeout=30)
     await asyncio.sleep(WARMUP_S)  # warm-up: idle baseline
-    cpu0, rss0 = _proc_stats(pid)
+    cpu0, rss0 = proc_stats(pid)
     wall0 = time.monotonic()
     onsets = [[] for _ in clients]
     rng = np.random.default_rng(0)
@@ -348,27 +182,25 @@ async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: li
 
     async def sample_rss() -> None:
         while True:
-            rss_trace.append((time.monotonic() - wall0, _proc_stats(pid)[1]))
+            rss_trace.append((time.monotonic() - wall0, proc_stats(pid)[1]))
             await asyncio.sleep(5.0)
 
     sampler = asyncio.get_running_loop().create_task(sample_rss())
-    await asyncio.gather(*(_drive(c, prompts, seconds, rng, o) for c, o in zip(clients, onsets)))
+    await asyncio.gather(*(speak_prompts(c, prompts, seconds, rng, o)
+                           for c, o in zip(clients, onsets)))
     await asyncio.sleep(1.5)
     sampler.cancel()
-    cpu1, rss1 = _proc_stats(pid)
+    cpu1, rss1 = proc_stats(pid)
     wall1 = time.monotonic()
-    health = _get_json(f"http://127.0.0.1:{port}/healthz")
+    health = get_json(f"http://127.0.0.1:{port}/healthz")
     per_session, per_prompt = [], []
     for c, onset_times in zip(clients, onsets):
         r = c.received
-        dark = np.array([_darkness(f) for f in r.frames])
+        dark = np.array([darkness(f) for f in r.frames])
         arrivals = np.array([t for t, _p, _tb in r.video])
-        # the wire clock (see ``Received``): what the server sent, before the aiortc receiver's
-        # unequal audio/video buffering
-        wire_v = [(r.wire.get(("video", p), t), p) for t, p, _tb in r.video]
-        wire_a = [(r.wire.get(("audio", p), t), p) for t, p, _x in r.audio]
-        v_pts, v_t = _timeline(wire_v, 90000.0)
-        _a_pts, a_t = _timeline(wire_a, 48000.0)
+        wire_v, wire_a = wire_arrivals(r)  # what the server sent, before aiortc's buffering
+        v_pts, v_t = pts_timeline(wire_v, VIDEO_RTP_RATE)
+        _a_pts, a_t = pts_timeline(wire_a, AUDIO_RTP_RATE)
         audio, audio_missing = audio_on_pts(r.audio)
         drift = clock_drift_ms(wire_v, wire_a, wall0, wall1)
         wire_v_t = np.array([t for t, _p in wire_v])
@@ -382,9 +214,9 @@ async def _run(port: int, pid: int, n_sessions: int, seconds: float, prompts: li
                                "mouth_released_ms": _ms(m_rel), "voice_released_ms": _ms(v_rel)})
         steps = np.diff(v_pts) * 25.0
         span = arrivals[-1] - arrivals[0]
-        off, corr = _offset(v_t + 0.02, dark, a_t, audio, wall0, wall1)
-        off0, _ = _offset(v_t + 0.02, dark, a_t, audio, wall0, min(wall1, wall0 + 60))
-        off1, _ = _offset(v_t + 0.02, dark, a_t, audio, max(wall0, wall1 - 60), wall1)
+        off, corr = av_offset(v_t + 0.02, dark, a_t, audio, wall0, wall1)
+        off0, _ = av_offset(v_t + 0.02, dark, a_t, audio, wall0, min(wall1, wall0 + 60))
+        off1, _ = av_offset(v_t + 0.02, dark, a_t, audio, max(wall0, wall1 - 60), wall1)
         per_session.append({
             "frames": len(r.video),
             "delivered_fps": round(len(r.video) / span, 2) if span > 0 else 0.0,

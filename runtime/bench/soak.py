@@ -5,7 +5,7 @@ Starts ``facecast serve`` as a child process on loopback (like ``facecast bench 
 keeps one aiortc client peer (``runtime.serve.client.AvatarClient``) connected. Every
 ``reconnect_every`` seconds the client closes and a new one connects (a new session, a new
 WebRTC peer). Within each connection the client speaks (the held-out Asterisk prompts, pushed in
-real time through ``audio`` messages, 20 ms each, as ``bench_latency._drive`` does) for two
+real time through ``audio`` messages, 20 ms each: ``harness.speak_prompts``) for two
 thirds of a turn and stays silent (the avatar idles) for the last third; a turn is
 ``min(30 s, reconnect_every)``.
 
@@ -20,9 +20,9 @@ Reported (one JSON object):
   (median, max), attempts that failed (retried after 2 s; five in a row end the run) and
   connections that dropped while in use;
 * ``av``: A/V offset by cross-correlation of the mouth's darkness against the voice's envelope on
-  the received streams (``bench_latency._offset``, positive when the mouth lags) over the first and
-  the last 60 s of speech (first and last connection), their difference, and the content-free clock
-  drift of video against audio within each connection (``bench_latency.clock_drift_ms``);
+  the received streams (``harness.av_offset``, positive when the mouth lags) over the first and
+  the last 60 s of speech (first and last connection), their difference, and the content-free
+  clock drift of video against audio within each connection (``harness.clock_drift_ms``);
 * ``server``: RSS (MiB), open file descriptors (``/proc/PID/fd``) and threads
   (``/proc/PID/status``) at the start (first connection up and warmed up) and at the end (last
   connection still up, after its last turn), with the differences; on runs over 90 s also the RSS
@@ -35,30 +35,31 @@ Everything is measured on the received side or from ``/proc``; nothing here asse
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.bench.latency import (
+from runtime.bench.harness import (
+    AUDIO_RTP_RATE,
+    VIDEO_RTP_RATE,
     WARMUP_S,
-    _darkness,
-    _drive,
-    _free_port,
-    _get_json,
-    _offset,
-    _proc_stats,
-    _timeline,
+    Prompt,
     audio_on_pts,
+    av_offset,
     clock_drift_ms,
-    heldout_prompts,
+    darkness,
+    free_port,
+    get_json,
     mouth_box,
+    proc_stats,
+    pts_timeline,
+    sentence_prompts,
+    serve_process,
+    speak_prompts,
+    wire_arrivals,
 )
 
 STALL_GAP_S = 2.0
@@ -77,7 +78,7 @@ def proc_resources(pid: int) -> dict[str, float]:
     Raises:
         FileNotFoundError: no such process (or not Linux).
     """
-    _cpu, rss = _proc_stats(pid)
+    _cpu, rss = proc_stats(pid)
     fds = len(os.listdir(f"/proc/{pid}/fd"))
     threads = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -86,52 +87,13 @@ def proc_resources(pid: int) -> dict[str, float]:
     return {"rss_mb": round(rss, 1), "fds": fds, "threads": threads}
 
 
-@contextlib.contextmanager
-def serve_process(port: int, size: int = 256, avatar: str = "default", backend: str = "auto",
-                  extra: tuple[str, ...] = (), log_path: Path | None = None,
-                  timeout: float = 60.0) -> Iterator[subprocess.Popen]:
-    """Run ``facecast serve`` on 127.0.0.1:``port`` as a child process until the block ends.
-
-    Yields the ``Popen`` once ``/healthz`` answers; terminates it (then kills it) on exit.
-    ``log_path``: where its stderr goes (None: discarded).
-
-    Raises:
-        RuntimeError: the server exited or did not answer within ``timeout`` seconds.
-    """
-    cmd = [sys.executable, "-m", "runtime.cli", "serve", "--port", str(port), "--size", str(size),
-           "--avatar", avatar, "--backend", backend, *extra]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # our own imports
-    err = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                _get_json(f"http://127.0.0.1:{port}/healthz")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("facecast serve did not start") from None
-                time.sleep(0.2)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        if log_path is not None:
-            err.close()
-
-
 def _health(port: int) -> dict:
     """``/healthz`` as a dict, also when it answers 503 (stalled); {} if unreachable."""
     import json
     import urllib.error
 
     try:
-        return _get_json(f"http://127.0.0.1:{port}/healthz")
+        return get_json(f"http://127.0.0.1:{port}/healthz")
     except urllib.error.HTTPError as exc:
         try:
             return json.loads(exc.read())
@@ -144,11 +106,16 @@ def _health(port: int) -> dict:
 def connection_figures(client, t0: float, t1: float, fps: float = 25.0) -> dict[str, Any]:
     """What one connection's client received between ``t0`` and ``t1`` (monotonic s).
 
+    Args:
+        client: an ``AvatarClient`` that kept its frames (mouth-box crops).
+        t0, t1: the connection's measured span. fps: the server's frame rate.
+
     Returns: frames (received in [t0, t1]), missing (pts gaps there, in frames), gaps over
-    ``STALL_GAP_S`` between received frames and the longest gap (s), A/V offset and correlation over the whole connection and over
-    its first and last ``OFFSET_WINDOW_S`` (ms; None without speech or frames), the video/audio
-    clock drift within it (ms), and the received audio missing in its pts (ms; the voice is laid
-    out on its pts for the offsets, ``bench_latency.audio_on_pts``).
+    ``STALL_GAP_S`` between received frames and the longest gap (s), A/V offset and correlation
+    over the whole connection and over its first and last ``OFFSET_WINDOW_S`` (ms; None without
+    speech or frames), the video/audio clock drift within it (ms), and the received audio
+    missing in its pts (ms; the voice is laid out on its pts for the offsets,
+    ``harness.audio_on_pts``).
     """
     r = client.received
     inside = [(t, p, tb) for t, p, tb in r.video if t0 <= t <= t1]
@@ -166,18 +133,17 @@ def connection_figures(client, t0: float, t1: float, fps: float = 25.0) -> dict[
     out["longest_gap_s"] = round(float(gaps.max()), 3)
     if not r.audio or len(r.frames) != len(r.video) or len(r.audio) < 10:
         return out
-    wire_v = [(r.wire.get(("video", p), t), p) for t, p, _tb in r.video]
-    wire_a = [(r.wire.get(("audio", p), t), p) for t, p, _x in r.audio]
-    _v_pts, v_t = _timeline(wire_v, 90000.0)
-    _a_pts, a_t = _timeline(wire_a, 48000.0)
-    dark = np.array([_darkness(f) for f in r.frames])
+    wire_v, wire_a = wire_arrivals(r)
+    _v_pts, v_t = pts_timeline(wire_v, VIDEO_RTP_RATE)
+    _a_pts, a_t = pts_timeline(wire_a, AUDIO_RTP_RATE)
+    dark = np.array([darkness(f) for f in r.frames])
     audio, audio_missing = audio_on_pts(r.audio)
     out["audio_missing_ms"] = round(audio_missing / 48.0, 1)
 
     def offset(lo: float, hi: float) -> tuple[float | None, float | None]:
         if hi - lo < 4.0:
             return None, None
-        off, corr = _offset(v_t + 0.5 / fps, dark, a_t, audio, lo, hi)
+        off, corr = av_offset(v_t + 0.5 / fps, dark, a_t, audio, lo, hi)
         return (None, None) if not np.isfinite(off) else (off, corr)
 
     out["av_offset_ms"], out["av_corr"] = offset(t0, t1)
@@ -205,21 +171,18 @@ def bench_soak(minutes: float = 60.0, reconnect_every: float = DEFAULT_RECONNECT
         FileNotFoundError: no held-out Asterisk prompts (``asterisk-core-sounds-en-g722``).
         RuntimeError: the server did not start, or a connection produced no video.
     """
-    from runtime.audio.decode import load_audio
-
     if not minutes > 0:
         raise ValueError("--minutes must be positive")
     if reconnect_every < 5:
         raise ValueError("--reconnect-every must be at least 5 seconds")
-    prompts = [(p.stem, *load_audio(p)) for p in heldout_prompts()]
-    prompts = [(n, a, r) for n, a, r in prompts if 1.0 <= len(a) / r <= 5.0][:24]
+    prompts = sentence_prompts()
     box = mouth_box(avatar)
-    port = _free_port()
+    port = free_port()
     with serve_process(port, size, avatar, backend, log_path=log_path) as proc:
         return asyncio.run(_run(port, proc.pid, minutes * 60.0, reconnect_every, prompts, box))
 
 
-async def _run(port: int, pid: int, seconds: float, reconnect_every: float, prompts: list,
+async def _run(port: int, pid: int, seconds: float, reconnect_every: float, prompts: list[Prompt],
                box: tuple[int, int, int, int]) -> dict[str, Any]:
     from websockets.exceptions import WebSocketException
 
@@ -293,7 +256,7 @@ async def _run(port: int, pid: int, seconds: float, reconnect_every: float, prom
                     while time.monotonic() < t_stop - 0.5:
                         left = t_stop - time.monotonic()
                         speak_s = min(turn * 2 / 3, left)
-                        await _drive(client, prompts, speak_s, rng, [])
+                        await speak_prompts(client, prompts, speak_s, rng, [])
                         idle_s = min(turn / 3, t_stop - time.monotonic())
                         if idle_s > 0:
                             await asyncio.sleep(idle_s)

@@ -13,10 +13,10 @@ Method
    ``AudioResampler(format="flt", layout="mono", rate=16000)`` and placed on the same clock by
    its first decoded frame's time.
 2. **Mouth gap** per frame: the largest distance of the central inner-lip pairs (Face Mesh
-   82/87, 13/14, 312/317; ``avatars.rig.inner_lip_gap``) divided by the inter-ocular distance
-   (eye-corner centres 33/133 and 263/362; ``avatars.bundle.inter_ocular_distance``), in image
-   pixels. Frames where mediapipe finds no face are counted and filled by linear interpolation
-   from their neighbours (the nearest value at the ends).
+   82/87, 13/14, 312/317) divided by the inter-ocular distance (eye-corner centres 33/133 and
+   263/362), both in image pixels (``avatars.rig.inner_lip_gap_iod``). Frames where mediapipe
+   finds no face are counted and filled by linear interpolation from their neighbours (the
+   nearest value at the ends).
 3. **Signals on one 10 ms grid** (the audio clock's hops): the audio envelope is the RMS level
    of a centred 25 ms window every 10 ms, in dB, floored at (maximum − ``FLOOR_DB``) and lightly
    smoothed (3-tap [¼, ½, ¼]); the mouth signal is the per-frame gap placed at each frame's
@@ -46,8 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from avatars.bundle import inter_ocular_distance
-from avatars.rig import inner_lip_gap
+from avatars.rig import inner_lip_gap_iod
 
 SAMPLE_RATE = 16_000
 """Rate (Hz) the audio is resampled to before the envelope is taken."""
@@ -173,10 +172,7 @@ def _mouth_gap(mesh: Any, rgb: np.ndarray) -> float:
         return math.nan
     lm = np.array([(p.x * w, p.y * h) for p in result.multi_face_landmarks[0].landmark],
                   dtype=np.float64)
-    iod = inter_ocular_distance(lm)
-    if iod <= 0.0:
-        return math.nan
-    return float(inner_lip_gap(lm[None])[0]) / iod
+    return float(inner_lip_gap_iod(lm[None])[0])
 
 
 def audio_envelope(audio: np.ndarray, rate: int = SAMPLE_RATE, hop_s: float = HOP_S,

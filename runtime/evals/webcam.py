@@ -5,7 +5,7 @@
    silence first so the driver's face starts at rest. The render returns the rig input of every
    frame (``RenderResult.animation``: coefficients [F, 19] and head pose [F, 6]): the ground
    truth.
-2. **Webcam**: that MP4 is read by ``runtime.webcam.drive.VideoSource`` exactly as a camera's
+2. **Webcam**: that MP4 is read by ``runtime.webcam.source.VideoSource`` exactly as a camera's
    frames would be, and ``WebcamDriver`` tracks it (mediapipe Face Mesh, video mode), calibrates
    the driver's neutral, retargets and smooths, for a second avatar (the *target*; default: the
    held-out portrait ``grace_hopper`` of ``tools/portraits.py``, a US Navy photograph shipped in
@@ -105,7 +105,7 @@ def _speech(text: str | None, audio: str | Path | None, voice: str | None
 def source_neutral(avatar, repeats: int = 5) -> np.ndarray:
     """mediapipe's (video mode) landmarks of ``avatar``'s own still image, median of
     ``repeats`` tracked passes: float64 [478, 3] pixels. Raises ValueError without a face."""
-    from runtime.webcam.drive import FaceTracker
+    from runtime.webcam.tracker import FaceTracker
 
     tracker = FaceTracker()
     try:
@@ -176,10 +176,10 @@ def evaluate_webcam(driver: str = "default", target: str | None = None,
     Raises ValueError for a bad choice or input, FileNotFoundError for a missing portrait/file.
     """
     import avatars
-    from avatars.rig import Rig
+    from avatars.rig import Rig, closure_for_gap, expression_lip_gap
     from runtime.offline.render import RenderOptions, render_audio
-    from runtime.webcam.drive import (DriverParams, VideoSource, WebcamDriver, closure_for_gap,
-                                      lip_gap_iod)
+    from runtime.webcam.driver import DriverParams, WebcamDriver
+    from runtime.webcam.source import VideoSource
 
     if calibration not in ("first", "source"):
         raise ValueError(f"calibration must be 'first' or 'source', got {calibration!r}")
@@ -263,7 +263,7 @@ def evaluate_webcam(driver: str = "default", target: str | None = None,
         # the target posed with what the webcam gave it vs with the known motion carried over
         # the same way (mouthClose for the driver's known lip gap, translation per IOD)
         ideal_c = known_c.copy()
-        gaps = lip_gap_iod(driver_rig, known_c)
+        gaps = expression_lip_gap(driver_rig, known_c)
         ideal_c[:, INDEX["mouthClose"]] = [closure_for_gap(target_rig, c, g)
                                            for c, g in zip(known_c, gaps)]
         ideal_p = known_p.copy()
@@ -277,10 +277,10 @@ def evaluate_webcam(driver: str = "default", target: str | None = None,
         target_close_mae = float(np.abs(tgt_c - ideal_c)[:, INDEX["mouthClose"]].mean())
         # how much of the requested lip gap reaches mediapipe through the renderer: known gap on
         # the driver's rig vs the gap the webcam measured (relative to the calibrated rest face)
-        known_gap = lip_gap_iod(driver_rig, known_c) - lip_gap_iod(
+        known_gap = expression_lip_gap(driver_rig, known_c) - expression_lip_gap(
             driver_rig, np.eye(N_COEFFICIENTS)[INDEX["mouthClose"]])
-        seen_gap = lip_gap_iod(wd.retargeter.full_rig,
-                               np.stack([o.driver_coeffs for _, o in rows]))
+        seen_gap = expression_lip_gap(wd.retargeter.rig,
+                                      np.stack([o.driver_coeffs for _, o in rows]))
         seen_gap = seen_gap - wd.neutral_lip_gap
         gain, offset = np.polyfit(known_gap, seen_gap, 1)
         speech_frames = anim.coeffs[idx][:, INDEX["jawOpen"]] > 0.05
@@ -331,13 +331,13 @@ def evaluate_webcam(driver: str = "default", target: str | None = None,
                                           "offset_iod": round(float(offset), 4),
                                           "corr": round(float(np.corrcoef(known_gap,
                                                                           seen_gap)[0, 1]), 3)},
-            "driver_neutral_lip_gap_iod": round(float(lip_gap_iod(
-                wd.retargeter.full_rig, np.zeros(N_COEFFICIENTS))), 4),
+            "driver_neutral_lip_gap_iod": round(float(expression_lip_gap(
+                wd.retargeter.rig, np.zeros(N_COEFFICIENTS))), 4),
             "target_keypoint_nme": round(target_nme, 4),
             "target_mouthClose_mae": round(target_close_mae, 4),
             "ms_per_frame": {"tracking": _stats_ms(track_s), "retarget": _stats_ms(fit_s),
                              "retarget_nfev_mean": round(float(np.mean(nfev)), 1),
-                             "fit_points": int(len(wd.retargeter.points)),
+                             "fit_points": len(wd.retargeter.points),
                              "wall_per_frame": round(wall / max(frames, 1) * 1000, 2)},
         }
         if work_dir is not None:  # the raw material, for plots and re-analysis
@@ -362,58 +362,38 @@ def render_driven(avatar, coeffs: np.ndarray, pose: np.ndarray, audio: np.ndarra
     """Render ``avatar`` posed with coeffs [F, 19] and pose [F, 6] (the webcam's output) with
     ``audio`` to an H.264 + AAC MP4 on the project's one clock (``runtime.clock``); returns the
     path. Raises OSError when the output cannot be written."""
-    import os
-
-    import av
-
     from avatars.rig import Rig
     from engines.audio import OUTPUT_SAMPLE_RATE
     from engines.renderer import NeuralRenderer, to_uint8
-    from runtime.audio.decode import resample
+    from runtime.audio.resample import resample
     from runtime.clock import AvClock, as_fps
     from runtime.compositor import Compositor
-    from runtime.offline.render import _even_pad, temporary_output
+    from runtime.offline.mp4 import Mp4Writer
 
     out_path = Path(out_path)
-    tmp = temporary_output(out_path)
-    try:
-        clock = AvClock(as_fps(fps), OUTPUT_SAMPLE_RATE)
+    clock = AvClock(as_fps(fps), OUTPUT_SAMPLE_RATE)
+    height, width = avatar.image.shape[:2]
+    with Mp4Writer(out_path, clock, width, height) as writer:
         renderer = NeuralRenderer(size, backend)
         source = renderer.prepare(avatar)
         keypoints = Rig.for_avatar(avatar, size).keypoints(coeffs, pose)
         compositor = Compositor(avatar, size)
         a48 = resample(np.asarray(audio, np.float32), sample_rate, OUTPUT_SAMPLE_RATE)
         a48 = np.pad(a48, (0, max(0, clock.frame_start(len(keypoints)) - len(a48))))
-        height, width = _even_pad(avatar.image).shape[:2]
-        with av.open(str(tmp), "w", format="mp4") as container:
-            video = container.add_stream("libx264", rate=as_fps(fps))
-            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-            video.time_base = clock.time_base
-            video.codec_context.time_base = clock.time_base
-            sound = container.add_stream("aac", rate=OUTPUT_SAMPLE_RATE, layout="mono")
-            sound.time_base = clock.time_base
-            for i in range(0, len(keypoints), 8):
-                crops = to_uint8(renderer.render(source, keypoints[i:i + 8]))
-                for j, crop in enumerate(crops):
-                    n = i + j
-                    start, end = clock.frame_start(n), clock.frame_start(n + 1)
-                    frame = av.VideoFrame.from_ndarray(_even_pad(compositor.paste(crop)),
-                                                       format="rgb24")
-                    frame.pts, frame.time_base = start, clock.time_base
-                    container.mux(video.encode(frame))
-                    chunk = av.AudioFrame.from_ndarray(a48[None, start:end], format="flt",
-                                                       layout="mono")
-                    chunk.sample_rate, chunk.pts, chunk.time_base = (OUTPUT_SAMPLE_RATE, start,
-                                                                     clock.time_base)
-                    container.mux(sound.encode(chunk))
-            container.mux(video.encode(None))
-            container.mux(sound.encode(None))
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        for i in range(0, len(keypoints), 8):
+            crops = to_uint8(renderer.render(source, keypoints[i:i + 8]))
+            for n, crop in enumerate(crops, start=i):
+                writer.write(n, compositor.paste(crop),
+                             a48[clock.frame_start(n):clock.frame_start(n + 1)])
     return out_path
 
 
-__all__ = ["DEFAULT_TEXT", "evaluate_webcam", "enroll_held_out", "held_out_portrait_path",
-           "render_driven", "source_neutral", "COEFFICIENTS"]
+__all__ = [
+    "COEFFICIENTS",
+    "DEFAULT_TEXT",
+    "enroll_held_out",
+    "evaluate_webcam",
+    "held_out_portrait_path",
+    "render_driven",
+    "source_neutral",
+]

@@ -19,6 +19,13 @@ that raises is logged and the clock goes on; if ticks keep failing, no frame is 
 watchdog restarts the pipeline the same way. If ``MAX_ABANDONED`` abandoned workers are still
 stuck, the watchdog stops starting new ones and reports ``gave_up`` (``/healthz`` answers
 ``stalled``, 503) so that a process supervisor can restart the process.
+
+**Time.** Pacing and stall detection read an injected ``runtime.live.monotonic.MonotonicClock``
+(the real ``SystemClock`` by default; tests pass a ``VirtualClock`` and run on virtual time). The
+period is exactly 1/fps (a ``Fraction``: 30000/1001 fps is exact), and tick n is due at
+start + n·period, so the clock never drifts. Media timestamps never come from this clock: each
+session stamps its frames from its own sample counter (``Session.clock``,
+``runtime.live.tracks``).
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ from fractions import Fraction
 import numpy as np
 
 from avatars.bundle import Avatar
-from engines.audio import OUTPUT_SAMPLE_RATE
+from runtime.clock import as_fps
+from runtime.live.monotonic import MonotonicClock, SystemClock
+from runtime.live.tracks import audio_frames, video_frame
 
 log = logging.getLogger("facecast.scheduler")
 
@@ -129,33 +138,39 @@ class Scheduler:
 
     Args:
         renderer: an ``engines.renderer.NeuralRenderer`` (one per process).
-        fps: frames per second (sessions must use the same rate).
+        fps: frames per second, exact (25, ``"30000/1001"``, a ``Fraction``; see
+            ``runtime.clock.as_fps``); sessions must use the same rate. Raises ValueError
+            outside 1–240.
         metrics: optional ``runtime.serve.metrics.Metrics``.
         stall_s: seconds without a completed tick (while sessions exist) before the watchdog
             restarts the worker and the clock (None: no watchdog).
+        clock: what pacing and the watchdog read (default ``SystemClock``: ``time.monotonic``).
 
     Attributes:
+        fps, period: the frame rate and the tick period 1/fps, seconds (both ``Fraction``).
         ticks, late_ticks: clock ticks run, and ticks that dropped their video (or were skipped).
-        last_tick_wall: ``time.monotonic()`` of the last clock step.
-        last_progress: ``time.monotonic()`` of the last completed tick (or of a moment with no
+        last_tick_wall: ``clock.now()`` of the last clock step.
+        last_progress: ``clock.now()`` of the last completed tick (or of a moment with no
             sessions, or of the last restart): what the watchdog watches.
         restarts: pipeline restarts by the watchdog. gave_up: True while the watchdog refuses to
             restart (``MAX_ABANDONED`` abandoned workers still stuck).
     """
 
-    def __init__(self, renderer, fps: int = 25, metrics=None,
-                 stall_s: float | None = STALL_S) -> None:
+    def __init__(self, renderer, fps: int | str | Fraction = 25, metrics=None,
+                 stall_s: float | None = STALL_S, clock: MonotonicClock | None = None) -> None:
         self.renderer = renderer
-        self.fps = fps
+        self.fps = as_fps(fps)
+        self.period = 1 / self.fps
         self.metrics = metrics
         self.stall_s = stall_s
+        self.clock: MonotonicClock = clock if clock is not None else SystemClock()
         self.sessions: list = []
         self.worker = Worker()
         self.last = TickStats()
         self.ticks = 0
         self.late_ticks = 0
-        self.last_tick_wall = time.monotonic()
-        self.last_progress = time.monotonic()
+        self.last_tick_wall = self.clock.now()
+        self.last_progress = self.clock.now()
         self.restarts = 0
         self._gave_up_logged = False
         self._abandoned: list[Worker] = []
@@ -163,9 +178,15 @@ class Scheduler:
         self._watchdog: asyncio.Task | None = None
 
     def add(self, session) -> None:
+        """Drive ``session`` (a ``runtime.live.session.Session``) from the next tick on. Raises
+        ValueError if its frame rate is not the scheduler's."""
+        if session.clock.fps != self.fps:
+            raise ValueError(f"session {session.id} runs at {session.clock.fps} fps, the "
+                             f"scheduler at {self.fps} fps")
         self.sessions.append(session)
 
     def remove(self, session) -> None:
+        """Stop driving ``session`` (no error if it is not driven)."""
         if session in self.sessions:
             self.sessions.remove(session)
 
@@ -173,7 +194,7 @@ class Scheduler:
         """Start the clock (and the watchdog) on the running event loop."""
         loop = asyncio.get_running_loop()
         if self._task is None:
-            self.last_progress = time.monotonic()
+            self.last_progress = self.clock.now()
             self._task = loop.create_task(self._run(), name="facecast-clock")
         if self._watchdog is None and self.stall_s is not None:
             self._watchdog = loop.create_task(self._watch(), name="facecast-watchdog")
@@ -198,9 +219,14 @@ class Scheduler:
     def stalled(self, now: float | None = None) -> bool:
         """True when sessions exist and no tick completed for ``stall_s`` (2 s if no watchdog),
         or the watchdog gave up."""
-        now = time.monotonic() if now is None else now
+        now = self.clock.now() if now is None else now
         live = any(not s.closed for s in self.sessions)
         return self.gave_up or (live and now - self.last_progress > (self.stall_s or STALL_S))
+
+    def seconds_since_progress(self) -> float:
+        """Seconds (on ``clock``) since the last completed tick, or since the last moment with
+        nothing to produce or the last restart: what ``stalled`` compares with ``stall_s``."""
+        return self.clock.now() - self.last_progress
 
     @property
     def gave_up(self) -> bool:
@@ -228,22 +254,22 @@ class Scheduler:
             self.metrics.watchdog_restarts.inc()
         log.error("watchdog: pipeline %s (no frame for %.1f s); restarting the worker and the "
                   "clock (restart %d), %d session(s) kept", reason,
-                  time.monotonic() - self.last_progress, self.restarts, len(self.sessions))
+                  self.seconds_since_progress(), self.restarts, len(self.sessions))
         if self._task is not None:
             self._task.cancel()  # its tick's late result is handled by _abandoned_tick
         old = self.worker
         old.shutdown()
         self._abandoned.append(old)
         self.worker = Worker()
-        self.last_progress = time.monotonic()
+        self.last_progress = self.clock.now()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="facecast-clock")
         return True
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(WATCHDOG_PERIOD_S)
+            await self.clock.sleep(WATCHDOG_PERIOD_S)
             try:
-                now = time.monotonic()
+                now = self.clock.now()
                 if not any(not s.closed for s in self.sessions):
                     self.last_progress = now  # nothing to produce is not a stall
                     continue
@@ -251,7 +277,7 @@ class Scheduler:
                     self.restart("clock stopped")
                 elif now - self.last_progress > self.stall_s:
                     self.restart("stalled")
-            except Exception:  # noqa: BLE001 - the watchdog itself must not die
+            except Exception:  # the watchdog itself must not die
                 log.exception("watchdog check failed")
 
     def _abandoned_tick(self, loop: asyncio.AbstractEventLoop,
@@ -270,7 +296,7 @@ class Scheduler:
                 for event in job.events:
                     try:
                         session.on_event(event)
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         log.exception("late event for session %s failed", session.id)
 
         try:
@@ -279,11 +305,10 @@ class Scheduler:
             pass
 
     def _tick(self, sessions: list, render: bool) -> list[tuple]:
-        """Worker thread: advance, render in one batch, paste, wrap as av frames."""
-        import av
-
+        """Worker thread: advance every session, render in one batch, paste, wrap as ``av``
+        frames stamped by each session's clock. Returns [(FrameJob, av.VideoFrame | None,
+        [av.AudioFrame, ...]), ...] in the order of ``sessions``."""
         from engines.renderer import to_uint8
-        from runtime.live.session import audio_frames
 
         started = time.perf_counter()
         jobs = [s.advance() for s in sessions]
@@ -295,29 +320,21 @@ class Scheduler:
             if self.metrics is not None:
                 self.metrics.render_seconds.observe(time.perf_counter() - t0)
             for i, (s, crop) in enumerate(zip(sessions, crops)):
-                image = s.avatar.compositor.paste(crop)
-                if image.shape[0] % 2 or image.shape[1] % 2:  # VP8/H.264 want even sides
-                    image = np.ascontiguousarray(image[: image.shape[0] // 2 * 2,
-                                                       : image.shape[1] // 2 * 2])
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                frame.pts = jobs[i].index * s.samples_per_frame
-                frame.time_base = Fraction(1, OUTPUT_SAMPLE_RATE)
-                frames[i] = frame
+                frames[i] = video_frame(s.clock, jobs[i].index, s.avatar.compositor.paste(crop))
         out = []
         for job, frame in zip(jobs, frames):
-            first = job.index * job.session.samples_per_frame
-            out.append((job, frame, audio_frames(job.audio, first)))
+            out.append((job, frame, audio_frames(job.session.clock, job.index, job.audio)))
         self.last = TickStats(len(jobs), render, time.perf_counter() - started)
         return out
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        period = 1.0 / self.fps
-        t0 = loop.time()
+        period = float(self.period)
+        t0 = self.clock.now()
         n = 0
         while True:
-            now = loop.time()
-            due = t0 + n * period
+            now = self.clock.now()
+            due = t0 + float(n * self.period)  # exact multiple of 1/fps: no drift
             if now - due > 1.0:  # stalled for over a second (suspended machine): resync
                 log.warning("frame clock %.1f s behind; resynchronising", now - due)
                 skipped = int((now - due) / period)
@@ -333,7 +350,7 @@ class Scheduler:
                 fut = self.worker.submit(self._tick, sessions, render)
                 try:
                     results = await asyncio.wrap_future(fut)
-                    self.last_progress = time.monotonic()
+                    self.last_progress = self.clock.now()
                 except asyncio.CancelledError:  # restarted by the watchdog, or stopping
                     fut.add_done_callback(lambda f: self._abandoned_tick(loop, f))
                     raise
@@ -349,12 +366,8 @@ class Scheduler:
                     self.metrics.on_tick(results)
                     self.metrics.tick_seconds.observe(self.last.seconds)
             else:
-                self.last_progress = time.monotonic()
+                self.last_progress = self.clock.now()
             self.ticks += 1
-            self.last_tick_wall = time.monotonic()
+            self.last_tick_wall = self.clock.now()
             n += 1
-            delay = t0 + n * period - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                await asyncio.sleep(0)
+            await self.clock.sleep(t0 + float(n * self.period) - self.clock.now())

@@ -3,12 +3,13 @@ preview window and/or an MP4 file.
 
 The pipeline is the server's (``runtime.live.session`` + ``runtime.live.scheduler``), without WebRTC:
 
-    Microphone (PortAudio callback, 20 ms chunks at the device's rate, bounded queue)
-      → MicFeed (PyAV resampling to 48 kHz, a small jitter buffer)  ─┐ in the scheduler's
-      → CamSession.advance(): one 40 ms slice into the SpeechQueue ─┘ worker, once per tick
+    Microphone (PortAudio callback, 20 ms chunks at the device's rate, pushed into the event
+      loop with call_soon_threadsafe, bounded queue)
+      → MicFeed.push() (event loop: resampling to 48 kHz, a small jitter buffer)
+      → CamSession.advance(): one 40 ms slice into the SpeechQueue  (scheduler's worker, per tick)
       → motion model, behaviour, rig, batched renderer, paste-back  (Scheduler, one clock)
       → CamSession.deliver() (event loop) → sink thread
-      → VirtualCamera / PreviewWindow / Recorder
+      → Sinks: VirtualCamera / PreviewWindow / Recorder  (runtime.local.sinks)
 
 ``CamSession`` is a ``Session`` subclass: the only things it adds are feeding the speech queue
 from the microphone at the start of each ``advance()`` and handing each delivered frame to the
@@ -50,6 +51,8 @@ import numpy as np
 
 from engines.audio import OUTPUT_SAMPLE_RATE
 from runtime.live.session import Session
+from runtime.local.mic import Chunk
+from runtime.local.sinks import Sink
 
 log = logging.getLogger("facecast.cam")
 
@@ -91,22 +94,20 @@ class CamOptions:
 
 
 class MicFeed:
-    """Moves microphone chunks into a session's speech queue, one whole slice per tick.
+    """Microphone chunks in (event loop), one whole slice per tick out (scheduler's worker).
 
-    Runs in the scheduler's worker thread (``CamSession.advance``). Keeps the map from
-    microphone samples to output frames that the latency figures need.
+    Keeps the map from microphone samples to output frames that the latency figures need.
 
     Args:
-        source: anything with ``drain() -> list[runtime.local.mic.Chunk]`` (``Microphone``).
         slice_samples: S, samples per output frame at 48 kHz.
     """
 
-    def __init__(self, source, slice_samples: int) -> None:
-        from runtime.local.mic import Resampler
+    def __init__(self, slice_samples: int) -> None:
+        from runtime.audio.resample import RateFollower
 
-        self.source = source
         self.s = slice_samples
-        self.resampler = Resampler(OUTPUT_SAMPLE_RATE)
+        self.resampler = RateFollower(OUTPUT_SAMPLE_RATE)
+        self._lock = threading.Lock()  # push (event loop) against step (worker thread)
         self._pending: deque[np.ndarray] = deque()
         self._pending_n = 0
         self.in_pos = 0  # 48 kHz samples received so far (stream position)
@@ -116,6 +117,18 @@ class MicFeed:
         self.trimmed = 0  # samples cut by the backlog limit
         self.fed_slices = 0
         self.started = False
+
+    def push(self, chunk: Chunk) -> None:
+        """One captured chunk (at the device's rate): resampled to 48 kHz and kept for the next
+        ticks. Event loop (``chunks`` is read by ``CamSession.deliver``, also on the loop)."""
+        y = self.resampler.push(chunk.samples, chunk.rate)
+        with self._lock:
+            if len(y):
+                self._pending.append(y)
+                self._pending_n += len(y)
+                self.in_pos += len(y)
+            self.chunks.append((self.in_pos, chunk.t_capture))
+            self.started = True
 
     def _take(self, n: int) -> np.ndarray:
         out = np.empty(n, np.float32)
@@ -134,28 +147,23 @@ class MicFeed:
         return out
 
     def step(self, queue_) -> tuple[int, int] | None:
-        """Drain the microphone and queue one slice if a whole one is there. Returns the stream
-        range [a, b) of 48 kHz microphone samples queued (None: nothing this tick)."""
-        for chunk in self.source.drain():
-            y = self.resampler.push(chunk.samples, chunk.rate)
-            if len(y):
-                self._pending.append(y)
-                self._pending_n += len(y)
-                self.in_pos += len(y)
-            self.chunks.append((self.in_pos, chunk.t_capture))
-            self.started = True
-        if self._pending_n < self.s:
-            if self.started:
-                self.underruns += 1
-            return None
-        a = self.start_pos
-        queue_.add(MIC_UTTERANCE, self._take(self.s))
+        """Queue one slice on ``queue_`` (a ``SpeechQueue``) if a whole one is there. Returns the
+        stream range [a, b) of 48 kHz microphone samples queued (None: nothing this tick).
+        Worker thread."""
+        with self._lock:
+            if self._pending_n < self.s:
+                if self.started:
+                    self.underruns += 1
+                return None
+            a = self.start_pos
+            piece = self._take(self.s)
+            excess = self._pending_n - MAX_BACKLOG_SLICES * self.s
+            if excess > 0:
+                cut = self._pending_n - self.s
+                self._take(cut)
+                self.trimmed += cut
+        queue_.add(MIC_UTTERANCE, piece)
         self.fed_slices += 1
-        excess = self._pending_n - MAX_BACKLOG_SLICES * self.s
-        if excess > 0:
-            cut = self._pending_n - self.s
-            self._take(cut)
-            self.trimmed += cut
         return a, a + self.s
 
 
@@ -204,10 +212,11 @@ class CamSession(Session):
 
 class SinkThread:
     """Hands frames to the sinks in one thread, in order, through a bounded queue (the oldest
-    frame is dropped when the sinks fall behind; ``dropped``). A sink that raises is closed
-    and reported in ``errors``; the others go on."""
+    frame is dropped when the sinks fall behind; ``dropped``). A sink that raises is reported
+    in ``errors`` and written to no more (the caller closes it with ``abort``); the others go
+    on."""
 
-    def __init__(self, sinks: list, maxsize: int = SINK_QUEUE_FRAMES) -> None:
+    def __init__(self, sinks: list[Sink], maxsize: int = SINK_QUEUE_FRAMES) -> None:
         self.sinks = list(sinks)
         self.errors: dict[str, str] = {}
         self.dropped = 0
@@ -217,6 +226,8 @@ class SinkThread:
         self._thread.start()
 
     def put(self, index: int, frame, audio: np.ndarray, _t: float = 0.0) -> None:
+        """Queue output frame ``index`` (an ``av.VideoFrame`` rgb24, or None: dropped) and its
+        audio, float32 [S] at 48 kHz; never blocks (the oldest queued frame gives way)."""
         while True:
             try:
                 self._queue.put_nowait((index, frame, audio))
@@ -231,9 +242,11 @@ class SinkThread:
             item = self._queue.get()
             if item is None:
                 return
+            index, frame, audio = item
+            image = None if frame is None else frame.to_ndarray(format="rgb24")
             for sink in list(self.sinks):
                 try:
-                    sink.write(*item)
+                    sink.write(index, image, audio)
                 except Exception as exc:
                     log.exception("sink %s failed", sink.name)
                     self.errors[sink.name] = f"{type(exc).__name__}: {exc}"
@@ -293,10 +306,10 @@ class CamResult:
                 f"underruns {self.mic.get('underruns', 0)}")
 
 
-def _open_sinks(options: CamOptions, width: int, height: int, title: str) -> list:
+def _open_sinks(options: CamOptions, width: int, height: int, title: str) -> list[Sink]:
     from runtime.local.sinks import PreviewWindow, Recorder, VirtualCamera
 
-    sinks: list = []
+    sinks: list[Sink] = []
     try:
         if options.record:
             sinks.append(Recorder(options.record, width, height, options.fps))
@@ -310,14 +323,11 @@ def _open_sinks(options: CamOptions, width: int, height: int, title: str) -> lis
     return sinks
 
 
-def _close_sinks(sinks: list, abort: bool = False) -> dict[str, str]:
+def _close_sinks(sinks: list[Sink], abort: bool = False) -> dict[str, str]:
     errors = {}
     for sink in sinks:
         try:
-            if abort and hasattr(sink, "abort"):
-                sink.abort()
-            else:
-                sink.close()
+            log.info("%s: %s", sink.name, sink.close(abort=abort))
         except Exception as exc:  # noqa: BLE001 - report, close the others
             errors[sink.name] = str(exc)
     return errors
@@ -331,7 +341,8 @@ def run_cam(options: CamOptions, stop: threading.Event | None = None,
 
     Args:
         options: see ``CamOptions``; at least one of vcam, preview, record is required.
-        stop: an event another thread may set to end the run.
+        stop: an event another thread may set to end the run; set by ``run_cam`` itself when
+            the run ends for another reason (so whoever waits on it is released).
         drive: optional per-frame ``drive(coeffs, pose) -> (coeffs, pose)`` handed to the
             session (a webcam driver).
         on_started: called with the device and outputs once capture runs.
@@ -342,7 +353,8 @@ def run_cam(options: CamOptions, stop: threading.Event | None = None,
     anything heavy is loaded, where possible.
     """
     import avatars
-    from runtime.local import mic as mic_mod
+    from runtime.local.mic import find_device
+
     if not (options.vcam or options.preview or options.record):
         raise ValueError("choose at least one output: --vcam, --preview or --record OUT.mp4")
     if OUTPUT_SAMPLE_RATE % options.fps:
@@ -350,11 +362,7 @@ def run_cam(options: CamOptions, stop: threading.Event | None = None,
     if options.seconds is not None and not (options.seconds > 0 and math.isfinite(options.seconds)):
         raise ValueError("--seconds must be a positive number")
 
-    pa = mic_mod._open_pa()  # fail on a bad device before loading models
-    try:
-        device = mic_mod.select_device(pa, options.device)
-    finally:
-        pa.terminate()
+    device = find_device(options.device)  # fail on a bad device before loading models
     avatar = avatars.load(options.avatar)
     height, width = (s // 2 * 2 for s in avatar.image.shape[:2])
     sinks = _open_sinks(options, width, height, f"facecast — {avatar.name}")
@@ -366,12 +374,12 @@ def run_cam(options: CamOptions, stop: threading.Event | None = None,
         raise
 
 
-async def _run(options: CamOptions, avatar, device, sinks: list, stop: threading.Event,
+async def _run(options: CamOptions, avatar, device, sinks: list[Sink], stop: threading.Event,
                drive, on_started) -> CamResult:
     from engines.motion import MotionEngine
     from engines.renderer import NeuralRenderer
-    from runtime.local.mic import Microphone
     from runtime.live.scheduler import AvatarState, Scheduler
+    from runtime.local.mic import Microphone
 
     loop = asyncio.get_running_loop()
     renderer = await loop.run_in_executor(
@@ -379,51 +387,67 @@ async def _run(options: CamOptions, avatar, device, sinks: list, stop: threading
     state = await loop.run_in_executor(None, AvatarState.build, avatar.name, avatar, renderer)
     motion = await loop.run_in_executor(None, MotionEngine)
     scheduler = Scheduler(renderer, options.fps)
-    mic = Microphone(device.index)
-    mic.start()
+    # the run ends on the first of: --seconds, Ctrl-C, ``stop``, the window closed, the mic gone
+    finished: asyncio.Future[str] = loop.create_future()
+
+    def finish(reason: str) -> None:
+        if not finished.done():
+            finished.set_result(reason)
+
+    def finish_from_thread(reason: str) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the run is over anyway
+            loop.call_soon_threadsafe(finish, reason)
+
+    mic = Microphone(device.index).start(loop)
     sink_thread = SinkThread(sinks)
-    feed = MicFeed(mic, OUTPUT_SAMPLE_RATE // options.fps)
+    feed = MicFeed(OUTPUT_SAMPLE_RATE // options.fps)
     extra = {} if drive is None else {"drive": drive}  # Session(drive=) of the webcam mode
     session = CamSession("cam", state, motion, options.fps, seed=options.seed, feed=feed,
                          on_frame=sink_thread.put, **extra)
-    outputs = {s.name: (str(getattr(s, "path", "")) or getattr(s, "device", None)
-                        or getattr(s, "backend", None)) for s in sinks}
+    outputs = {s.name: s.target for s in sinks}
     if on_started is not None:
         on_started({"device": mic.device.to_json(), "rate": mic.rate, "outputs": outputs})
+
+    async def pump() -> None:  # chunks arrive as PortAudio hands them over
+        while (chunk := await mic.get()) is not None:
+            feed.push(chunk)
+        finish("microphone stopped")
+
+    for s in sinks:
+        s.watch(finish_from_thread)
+    watcher = threading.Thread(target=lambda: (stop.wait(), finish_from_thread("stop")),
+                               name="facecast-cam-stop", daemon=True)
+    watcher.start()
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-    stopped_by = "seconds"
+        loop.add_signal_handler(signal.SIGINT, finish, "stop")
+    timer = (loop.call_later(options.seconds, finish, "seconds")
+             if options.seconds is not None else None)
+    pumping = loop.create_task(pump(), name="facecast-cam-mic")
     scheduler.add(session)
     scheduler.start()
     t0 = time.monotonic()
     try:
-        while True:
-            await asyncio.sleep(0.05)
-            if stop.is_set():
-                stopped_by = "stop"
-                break
-            if options.seconds is not None and time.monotonic() - t0 >= options.seconds:
-                break
-            if any(getattr(s, "closed", None) is not None and s.closed.is_set() for s in sinks):
-                stopped_by = "window closed"
-                break
-            if not mic.active:
-                stopped_by = "microphone stopped"
-                break
+        stopped_by = await finished
     finally:
         wall = time.monotonic() - t0
+        if timer is not None:
+            timer.cancel()
         scheduler.remove(session)
         await scheduler.stop()  # waits for the tick thread's last tick
         mic.close()
+        pumping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pumping
+        stop.set()  # releases the watcher
         session.close()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
         await loop.run_in_executor(None, sink_thread.close)
+        await loop.run_in_executor(None, watcher.join)
     errors = dict(sink_thread.errors)
     errors.update(_close_sinks([s for s in sinks if s.name not in errors]))
-    for s in sinks:  # a failed sink still has to let go of its device or file
-        if s.name in sink_thread.errors:
-            _close_sinks([s], abort=True)
+    # a failed sink still has to let go of its device or file
+    _close_sinks([s for s in sinks if s.name in sink_thread.errors], abort=True)
     if stopped_by == "microphone stopped":
         errors["mic"] = f"the microphone {mic.device.name!r} stopped delivering audio"
     frames = session.frames_rendered + session.frames_dropped

@@ -13,13 +13,14 @@ What it does:
   speech arrives from apps over the WebSocket protocol (``/ws?control=kiosk``: ``speak``,
   ``audio`` + ``audio_end``, ``interrupt``; ``web/PROTOCOL.md``), from text (``--say``, and each
   line typed on standard input), or the local microphone (``--mic [DEVICE]``, through
-  ``runtime.local.mic`` like ``facecast cam``, cut into utterances by ``VoiceGate`` so that the avatar
-  idles between phrases and an app's speech is not held up behind an endless microphone stream);
-  with nothing to say the avatar idles;
+  ``runtime.local.mic`` like ``facecast cam``, pushed into the event loop and cut into
+  utterances by ``runtime.audio.gate.VoiceGate`` so that the avatar idles between phrases and
+  an app's speech is not held up behind an endless microphone stream); with nothing to say the
+  avatar idles;
 * logs go to a size-rotated file (``logging.handlers.RotatingFileHandler``; default
   ``$XDG_STATE_HOME/facecast/kiosk.log``, i.e. ``~/.local/state/facecast/kiosk.log``, 5 MiB × 5
   backups) and to stderr; websockets' per-request lines and aioice's per-candidate lines are
-  silenced (``runtime.serve.server.quiet_library_logs``).
+  silenced (``runtime.serve.logs.quiet_library_logs``).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def setup_logging(log_file: Path, max_bytes: int = LOG_MAX_BYTES, backups: int =
         OSError: the folder cannot be created or the file cannot be opened.
         ValueError: ``max_bytes`` < 1024 or ``backups`` < 1.
     """
-    from runtime.serve.server import quiet_library_logs
+    from runtime.serve.logs import quiet_library_logs
 
     if max_bytes < 1024 or backups < 1:
         raise ValueError("log rotation needs max bytes ≥ 1024 and at least 1 backup")
@@ -221,7 +222,7 @@ def kiosk_url(port: int, options: KioskOptions, host: str = "127.0.0.1") -> str:
 
 async def _speak_when_shown(server, display: str, text: str, wait_s: float = 120.0) -> None:
     """Say ``text`` on the display once it is connected (waits up to ``wait_s``)."""
-    from runtime.serve.server import ProtocolError
+    from runtime.serve.protocol import ProtocolError
 
     deadline = time.monotonic() + wait_s
     while display not in server.displays:
@@ -245,96 +246,31 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, server, display: str) -> None:
             asyncio.run_coroutine_threadsafe(_speak_when_shown(server, display, text), loop)
 
 
-class VoiceGate:
-    """Cuts a live microphone stream into utterances by level, so the avatar speaks while someone
-    talks and idles between phrases.
-
-    An utterance opens when a chunk's level reaches ``open_db`` (dBFS RMS) and starts with the
-    ``preroll_s`` of audio before it (so the first consonant is not clipped); it ends (``done``)
-    after ``hang_s`` of chunks below ``close_db``. Chunks while closed are dropped.
-
-    Args:
-        emit: called as ``emit(utt_id, samples float32 [n] at 48 kHz, done)`` for each piece.
-        open_db, close_db: level thresholds, dBFS (close_db ≤ open_db: hysteresis).
-        preroll_s, hang_s: seconds.
-        prefix: utterance ids are ``f"{prefix}{k}"``, k = 1, 2, …
-    """
-
-    def __init__(self, emit, open_db: float = -38.0, close_db: float = -45.0,
-                 preroll_s: float = 0.2, hang_s: float = 0.6, prefix: str = "mic") -> None:
-        from collections import deque
-
-        if close_db > open_db:
-            raise ValueError("close_db must not exceed open_db")
-        self.emit = emit
-        self.open_db, self.close_db = open_db, close_db
-        self.preroll = int(preroll_s * 48000)
-        self.hang = hang_s
-        self.prefix = prefix
-        self.count = 0
-        self.current: str | None = None
-        self._quiet_s = 0.0
-        self._ring: deque = deque()
-        self._ring_n = 0
-
-    def push(self, x48) -> None:
-        """One chunk: float32 [n] mono at 48 kHz."""
-        import numpy as np
-
-        x = np.asarray(x48, np.float32)
-        if not len(x):
-            return
-        level = 10 * np.log10(float(np.mean(np.square(x, dtype=np.float64))) + 1e-12)
-        if self.current is None:
-            if level >= self.open_db:
-                self.count += 1
-                self.current = f"{self.prefix}{self.count}"
-                self._quiet_s = 0.0
-                pre = np.concatenate(list(self._ring)) if self._ring else x[:0]
-                self._ring.clear()
-                self._ring_n = 0
-                self.emit(self.current, np.concatenate([pre, x]), False)
-            else:
-                self._ring.append(x)
-                self._ring_n += len(x)
-                while self._ring_n - len(self._ring[0]) >= self.preroll:
-                    self._ring_n -= len(self._ring.popleft())
-            return
-        self._quiet_s = self._quiet_s + len(x) / 48000 if level < self.close_db else 0.0
-        done = self._quiet_s >= self.hang
-        self.emit(self.current, x, done)
-        if done:
-            self.current = None
-
-    def close(self) -> None:
-        """End the open utterance, if any."""
-        import numpy as np
-
-        if self.current is not None:
-            self.emit(self.current, np.zeros(0, np.float32), True)
-            self.current = None
-
-
-def _open_mic(options: KioskOptions):
+def _open_mic(options: KioskOptions, loop: asyncio.AbstractEventLoop):
     """Open ``options.mic`` (a device name or index; "default": the default input) with
-    ``runtime.local.mic.Microphone``. Raises ``runtime.local.mic.MicError`` (an OSError) with the devices
-    that exist, or ValueError when ``runtime.local.mic`` is missing."""
+    ``runtime.local.mic.Microphone``, its chunks pushed into ``loop``. Raises
+    ``runtime.local.mic.MicError`` (an OSError) with the devices that exist, or ValueError when
+    ``runtime.local.mic`` is missing."""
     try:
         from runtime.local.mic import Microphone
     except ImportError:
         raise ValueError("--mic needs runtime/local/mic.py (the input of facecast cam) and PyAudio; "
                          f"send speech over /ws?control={options.display} instead") from None
     spec = None if options.mic in (None, "", "default") else options.mic
-    return Microphone(spec).start()
+    return Microphone(spec).start(loop)
 
 
-async def _pump_mic(mic, server, display: str, period_s: float = 0.02) -> None:
-    """Event loop task: microphone chunks → 48 kHz → ``VoiceGate`` → the display's session
-    (``Server.display_audio``). Without a connected display the audio is dropped."""
-    from runtime.local.mic import Resampler
-    from runtime.serve.server import ProtocolError
+async def _pump_mic(mic, server, display: str) -> None:
+    """Event loop task: each microphone chunk, as it is pushed in → 48 kHz
+    (``runtime.audio.resample.RateFollower``) → ``runtime.audio.gate.VoiceGate`` → the
+    display's session (``Server.display_audio``). Without a connected display the audio is
+    dropped."""
+    from engines.audio import OUTPUT_SAMPLE_RATE
+    from runtime.audio.gate import VoiceGate
+    from runtime.audio.resample import RateFollower
+    from runtime.serve.protocol import ProtocolError
 
-    resampler = Resampler(48000)
+    follower = RateFollower(OUTPUT_SAMPLE_RATE)
     warned = [False]
 
     def emit(uid: str, x, done: bool) -> None:
@@ -348,13 +284,9 @@ async def _pump_mic(mic, server, display: str, period_s: float = 0.02) -> None:
 
     gate = VoiceGate(emit)
     try:
-        while True:
-            for chunk in mic.drain():
-                gate.push(resampler.push(chunk.samples, chunk.rate))
-            if not mic.active:
-                log.error("the microphone stopped delivering audio")
-                return
-            await asyncio.sleep(period_s)
+        while (chunk := await mic.get()) is not None:
+            gate.push(follower.push(chunk.samples, chunk.rate))
+        log.error("the microphone stopped delivering audio")
     finally:
         gate.close()
 
@@ -386,7 +318,8 @@ def run_kiosk(options: KioskOptions) -> int:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         tasks: set[asyncio.Task] = set()  # strong references (the loop keeps only weak ones)
-        mic = await loop.run_in_executor(None, _open_mic, options) if options.mic else None
+        mic = (await loop.run_in_executor(None, _open_mic, options, loop) if options.mic
+               else None)
         server = Server(config)
         try:
             await server.start()

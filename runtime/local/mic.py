@@ -1,12 +1,12 @@
 """Microphone input through PyAudio (PortAudio): device listing, selection and live capture.
 
-``Microphone`` opens one input device at its own default (native) rate, mono float32, and its
-PortAudio callback pushes fixed 20 ms chunks, each stamped with ``time.monotonic()`` when
-PortAudio handed it over, into a bounded queue: when the consumer falls behind, the oldest chunk
-is dropped and counted (``dropped``), so capture never blocks and latency never grows without
-bound. ``Resampler`` turns chunks into the rate a consumer needs (the live session's speech
-queue takes 48 kHz float32) with PyAV's ``AudioResampler`` (libswresample), statefully, so chunk
-boundaries leave no clicks.
+``Microphone`` opens one input device at its own default (native) rate, mono float32. Its
+PortAudio callback hands each fixed 20 ms chunk, stamped with ``time.monotonic()`` when PortAudio
+handed it over, to an asyncio event loop (``loop.call_soon_threadsafe``), into a bounded queue:
+when the consumer falls behind, the oldest chunk is dropped and counted (``dropped``), so capture
+never blocks and latency never grows without bound. The consumer awaits ``get()``; nothing
+polls. Chunks stay at the device's rate: consumers resample with the project's one resampler
+(``runtime.audio.resample.RateFollower``).
 
 Errors are ``MicError`` (an ``OSError``, so the CLI prints it in one line): no such device (name
 or index), a device without input channels, a device PortAudio cannot open (busy, unplugged,
@@ -20,13 +20,13 @@ sound cards); it is silenced while PortAudio initialises and opens a stream. Deb
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 
@@ -34,6 +34,9 @@ CHUNK_SECONDS = 0.020
 """Duration of one captured chunk (20 ms)."""
 QUEUE_CHUNKS = 50
 """Chunks held for the consumer (1 s); beyond it the oldest is dropped."""
+STALL_S = 1.0
+"""A consumer waiting this long for a chunk checks that the stream still runs (PortAudio tells
+no one when a device goes away: its callback simply stops)."""
 _PA_INVALID_CHANNELS = -9998
 
 
@@ -108,7 +111,9 @@ def _pyaudio():
     return pyaudio
 
 
-def _open_pa():
+def open_portaudio():
+    """A ``pyaudio.PyAudio`` (PortAudio initialised, start-up chatter silenced); the caller
+    calls its ``terminate()``. Raises MicError if PyAudio is not installed."""
     pyaudio = _pyaudio()
     with _native_stderr_silenced():
         return pyaudio.PyAudio()
@@ -134,9 +139,19 @@ def list_devices() -> list[InputDevice]:
     """The input devices PortAudio sees now (devices with no input channels are left out).
 
     Raises MicError if PyAudio is not installed."""
-    pa = _open_pa()
+    pa = open_portaudio()
     try:
         return _devices(pa)
+    finally:
+        pa.terminate()
+
+
+def find_device(spec: str | int | None) -> InputDevice:
+    """``select_device`` on a PortAudio opened for the purpose (to fail on a bad device before
+    anything heavy is loaded). Raises MicError as ``select_device``."""
+    pa = open_portaudio()
+    try:
+        return select_device(pa, spec)
     finally:
         pa.terminate()
 
@@ -202,11 +217,12 @@ def select_device(pa, spec: str | int | None) -> InputDevice:
 
 
 class Microphone:
-    """Live capture from one input device: 20 ms float32 mono chunks in a bounded queue.
+    """Live capture from one input device: 20 ms float32 mono chunks, pushed into the event loop.
 
     Capture runs at the device's default sample rate (``InputDevice.default_rate``) in
-    PortAudio's callback thread; a device that refuses mono is opened with its channels and
-    mixed down. Use as a context manager, or ``start()`` / ``close()``.
+    PortAudio's callback thread, which hands each chunk to ``loop`` with
+    ``call_soon_threadsafe`` into a bounded ``asyncio.Queue``; a device that refuses mono is
+    opened with its channels and mixed down. ``start(loop)`` / ``close()``, or ``async with``.
 
     Args:
         device: see ``select_device`` (None: the default input).
@@ -222,6 +238,8 @@ class Microphone:
     """
 
     def __init__(self, device: str | int | None = None, queue_chunks: int = QUEUE_CHUNKS) -> None:
+        if queue_chunks < 1:
+            raise ValueError(f"queue_chunks must be at least 1, got {queue_chunks}")
         self.spec = device
         self.queue_chunks = queue_chunks
         self.device: InputDevice | None = None
@@ -234,16 +252,20 @@ class Microphone:
         self.input_latency_s = 0.0
         self._pa = None
         self._stream = None
-        self._queue: deque[Chunk] = deque()
-        self._cond = threading.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # one slot more than the chunks kept: room for the end-of-stream marker (None)
+        self._queue: asyncio.Queue[Chunk | None] = asyncio.Queue(queue_chunks + 1)
+        self._ended = False
         self._next_index = 0
         self._pending_overflow = False
 
     # --- lifecycle ------------------------------------------------------------------------
-    def start(self) -> Microphone:
-        """Pick and open the device and start capturing. Returns self."""
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> Microphone:
+        """Pick and open the device and start capturing into ``loop`` (None: the running loop;
+        pass it when starting from another thread, e.g. an executor). Returns self."""
+        self._loop = loop or asyncio.get_running_loop()
         pyaudio = _pyaudio()
-        self._pa = _open_pa()
+        self._pa = open_portaudio()
         try:
             self.device = select_device(self._pa, self.spec)
             self.rate = round(self.device.default_rate)
@@ -276,7 +298,8 @@ class Microphone:
         return self
 
     def close(self) -> None:
-        """Stop capturing and release the device (safe to call twice)."""
+        """Stop capturing and release the device (safe to call twice, from any thread); a
+        consumer's ``get()`` returns None once the queued chunks are taken."""
         stream, self._stream = self._stream, None
         if stream is not None:
             with contextlib.suppress(OSError):
@@ -286,13 +309,12 @@ class Microphone:
         pa, self._pa = self._pa, None
         if pa is not None:
             pa.terminate()
-        with self._cond:
-            self._cond.notify_all()
+        self._hand_over(None)
 
-    def __enter__(self) -> Microphone:
+    async def __aenter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    async def __aexit__(self, *exc) -> None:
         self.close()
 
     @property
@@ -313,38 +335,57 @@ class Microphone:
                       bool(status & pyaudio.paInputOverflow) or self._pending_overflow)
         self._pending_overflow = False
         self._next_index += len(x)
-        with self._cond:
-            if len(self._queue) >= self.queue_chunks:
-                self._queue.popleft()
-                self.dropped += 1
-            self._queue.append(chunk)
-            self.captured += 1
-            if chunk.overflow:
-                self.overflows += 1
-            self._cond.notify()
+        self.captured += 1
+        if chunk.overflow:
+            self.overflows += 1
+        self._hand_over(chunk)
         return (None, pyaudio.paContinue)
 
-    # --- consumer ---------------------------------------------------------------------------
-    def read(self, timeout: float | None = None) -> Chunk | None:
-        """The oldest queued chunk, waiting up to ``timeout`` s (None: until one comes or the
-        microphone is closed). None on timeout, or once closed with nothing left queued."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._queue:
-                if self._stream is None:
-                    return None
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
-                self._cond.wait(left if left is not None else 0.5)
-            return self._queue.popleft()
+    def _hand_over(self, item: Chunk | None) -> None:
+        """Any thread: queue ``item`` on the loop (None: the end of the stream)."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
+            loop.call_soon_threadsafe(self._put, item)
+
+    # --- event loop -------------------------------------------------------------------------
+    def _put(self, item: Chunk | None) -> None:
+        if item is None:
+            if not self._queue.full():
+                self._queue.put_nowait(None)
+            return
+        if self._queue.qsize() >= self.queue_chunks:
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(item)
+
+    async def get(self) -> Chunk | None:
+        """The oldest queued chunk, waiting for one. None once the microphone is closed (after
+        the chunks queued before), or when no chunk came for ``STALL_S`` and the stream no
+        longer runs (a device unplugged, its sound server gone). Event loop only."""
+        while not self._ended:
+            try:
+                item = await asyncio.wait_for(self._queue.get(), STALL_S)
+            except TimeoutError:
+                if self.active:
+                    continue
+                item = None
+            if item is not None:
+                return item
+            self._ended = True
+        return None
 
     def drain(self) -> list[Chunk]:
-        """Every queued chunk, oldest first, without waiting."""
-        with self._cond:
-            out = list(self._queue)
-            self._queue.clear()
-            return out
+        """Every chunk queued now, oldest first, without waiting (event loop only)."""
+        out = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:
+                self._ended = True
+                break
+            out.append(item)
+        return out
 
 
 def _pa_code(exc: BaseException) -> int | None:
@@ -356,47 +397,6 @@ def _pa_reason(exc: BaseException) -> str:
     code = _pa_code(exc)
     text = next((a for a in exc.args if isinstance(a, str)), "") or type(exc).__name__
     return f"{text} (PortAudio error {code})" if code is not None else text
-
-
-class Resampler:
-    """Streaming mono float32 resampling with PyAV (libswresample), one instance per stream.
-
-    Args:
-        rate_out: output rate, Hz.
-
-    ``push(x [n] float32, rate)`` returns float32 [m] at ``rate_out`` (m ≈ n · rate_out / rate;
-    the filter's few samples of delay come out of a later push or ``flush``). The input rate may
-    not change within a stream (a new one is started if it does).
-    """
-
-    def __init__(self, rate_out: int) -> None:
-        self.rate_out = rate_out
-        self._rate_in = None
-        self._res = None
-
-    def push(self, x: np.ndarray, rate: int) -> np.ndarray:
-        import av
-
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if rate == self.rate_out:
-            return x
-        if self._res is None or rate != self._rate_in:
-            self._res = av.AudioResampler(format="flt", layout="mono", rate=self.rate_out)
-            self._rate_in = rate
-        if not len(x):
-            return np.zeros(0, np.float32)
-        frame = av.AudioFrame.from_ndarray(x[None], format="flt", layout="mono")
-        frame.sample_rate = rate
-        parts = [f.to_ndarray()[0] for f in self._res.resample(frame)]
-        return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
-
-    def flush(self) -> np.ndarray:
-        """What the filter still holds, at ``rate_out``."""
-        if self._res is None:
-            return np.zeros(0, np.float32)
-        parts = [f.to_ndarray()[0] for f in self._res.resample(None)]
-        self._res = None
-        return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
 def format_table(devices: list[InputDevice]) -> str:

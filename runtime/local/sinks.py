@@ -1,40 +1,96 @@
 """Where ``facecast cam`` sends its frames: a virtual camera, a preview window, an MP4 file.
 
-Every sink takes the same calls, from one sink thread (``runtime.local.cam``), in frame order:
+Every sink is a ``Sink`` and takes the same calls, from one sink thread (``runtime.local.cam``),
+in frame order:
 
-* ``write(index, frame, audio)``: output frame ``index`` (an ``av.VideoFrame`` rgb24 whose pts
-  is ``index · S`` in a 1/48000 time base, S = 48000 / fps; or None when the renderer dropped the
-  frame) and its audio slice, float32 [S] at 48 kHz, samples [index · S, (index + 1) · S) of the
-  output clock;
-* ``close()``: finish (the recorder renames its file into place only here).
+* ``write(index, frame, audio)``: output frame ``index`` (uint8 [H, W, 3] RGB, or None when the
+  renderer dropped the frame) and its audio slice, float32 [S] at 48 kHz
+  (``engines.audio.OUTPUT_SAMPLE_RATE``), samples [index · S, (index + 1) · S) of the output
+  clock (``runtime.clock.AvClock``), S = 48000 / fps; the pts of both is index · S;
+* ``close(abort=False)``: finish, or with ``abort`` stop without keeping anything (the recorder
+  renames its file into place only on a plain close), returning a one-line summary.
+
+A sink that can end by itself (the preview window closed by the user) says so to the callback
+its owner gave ``watch()``, from whatever thread notices: a push, nobody polls.
 
 ``VirtualCamera`` (pyvirtualcam: v4l2loopback on Linux, OBS Virtual Camera on Windows and
 macOS, Unity Capture on Windows) shows the avatar to Zoom, Meet or Teams as a camera. It plays
 no audio: the call app takes the user's own microphone, so the voice passes through unchanged.
 ``PreviewWindow`` shows the frames on screen (OpenCV's ``imshow`` when the OpenCV build has a
 GUI; the project pins opencv-python-headless, which has none, so otherwise a small Tk window).
-``Recorder`` writes H.264 + AAC to MP4 with PyAV, both streams stamped from the session's sample
-counter: audio is the master clock, as in ``facecast render``.
+``Recorder`` writes H.264 + AAC to MP4 with the one MP4 writer (``runtime.offline.mp4``), both
+streams stamped from the session's sample counter: audio is the master clock, as in ``facecast
+render``.
 """
 
 from __future__ import annotations
 
+import abc
 import os
 import queue
 import sys
-import tempfile
 import threading
-from fractions import Fraction
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
-
-from engines.audio import OUTPUT_SAMPLE_RATE
 
 
 class SinkUnavailable(OSError):
     """An output that cannot be used on this machine (no virtual camera, no display …);
     the message says what to install or do."""
+
+
+class Sink(abc.ABC):
+    """Where output frames go (see the module docstring for the calls and their order).
+
+    Attributes:
+        name: the output's name in reports (``vcam``, ``preview``, ``record``).
+        frames: frames written (sent, shown, encoded) so far.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self._end_lock = threading.Lock()
+        self._on_end: Callable[[str], None] | None = None
+        self._end_reason: str | None = None
+
+    def watch(self, on_end: Callable[[str], None]) -> None:
+        """Have ``on_end(reason)`` called once, from any thread, when the sink ends by itself
+        (a window closed by the user); at once if it already has."""
+        with self._end_lock:
+            self._on_end, reason = on_end, self._end_reason
+        if reason is not None:
+            on_end(reason)
+
+    def _ended(self, reason: str) -> None:
+        """For subclasses, any thread: the sink has ended by itself; tell the watcher once."""
+        with self._end_lock:
+            if self._end_reason is not None:
+                return
+            self._end_reason, on_end = reason, self._on_end
+        if on_end is not None:
+            on_end(reason)
+
+    @property
+    @abc.abstractmethod
+    def target(self) -> str | None:
+        """Where the frames go, for reports: a file path, a camera device, a window backend."""
+
+    @abc.abstractmethod
+    def write(self, index: int, frame: np.ndarray | None, audio: np.ndarray) -> None:
+        """Take output frame ``index``: uint8 [H, W, 3] RGB or None (dropped by the renderer),
+        and its audio, float32 [S] at 48 kHz. May raise; the caller then closes the sink with
+        ``abort=True`` and stops writing to it."""
+
+    @abc.abstractmethod
+    def close(self, abort: bool = False) -> str:
+        """Finish (``abort``: without keeping anything) and release the device or file; safe to
+        call twice. Returns a one-line summary. Raises ``SinkUnavailable`` or ``OSError`` when
+        the output could not be finished."""
 
 
 def vcam_install_hint(platform: str | None = None) -> str:
@@ -52,7 +108,7 @@ def vcam_install_hint(platform: str | None = None) -> str:
             "Capture, then retry")
 
 
-class VirtualCamera:
+class VirtualCamera(Sink):
     """Frames to a virtual camera through pyvirtualcam, RGB, at the session's size and rate.
 
     Args:
@@ -70,6 +126,7 @@ class VirtualCamera:
 
     def __init__(self, width: int, height: int, fps: float, device: str | None = None,
                  backend: str | None = None) -> None:
+        super().__init__()
         try:
             import pyvirtualcam
         except ImportError as exc:
@@ -83,18 +140,27 @@ class VirtualCamera:
             raise SinkUnavailable(f"no virtual camera available ({reason}); "
                                   + vcam_install_hint()) from exc
         self.device = self.camera.device
-        self.frames = 0
+        self._closed = False
 
-    def write(self, index: int, frame, audio: np.ndarray) -> None:
+    @property
+    def target(self) -> str | None:
+        """The camera device (``/dev/video2``; a backend's name elsewhere)."""
+        return self.device
+
+    def write(self, index: int, frame: np.ndarray | None, audio: np.ndarray) -> None:
         """Send frame ``index`` (None: dropped; the camera keeps showing the previous one).
         Audio is ignored: the call app uses the user's own microphone."""
         if frame is None:
             return
-        self.camera.send(np.ascontiguousarray(frame.to_ndarray(format="rgb24")))
+        self.camera.send(np.ascontiguousarray(frame))
         self.frames += 1
 
-    def close(self) -> None:
-        self.camera.close()
+    def close(self, abort: bool = False) -> str:
+        """Release the camera (nothing to keep or discard: ``abort`` changes nothing)."""
+        if not self._closed:
+            self._closed = True
+            self.camera.close()
+        return f"{self.frames} frames to the virtual camera {self.device}"
 
 
 def display_problem(platform: str | None = None, env: dict | None = None) -> str | None:
@@ -121,13 +187,15 @@ def _opencv_has_gui() -> bool:
     return False
 
 
-class PreviewWindow:
+class PreviewWindow(Sink):
     """An on-screen window showing the frames, in its own thread (GUI toolkits want one thread).
 
     OpenCV's ``imshow`` is used when the installed OpenCV has a GUI backend; the project's
     opencv-python-headless has none, so the fallback is a Tk window (Python's ``tkinter``,
     Debian package python3-tk; bundled with the python.org builds for Windows and macOS) showing
     the frames through Pillow's ``ImageTk``. Closing the window (or Esc / q) sets ``closed``.
+
+    ``frames`` counts frames shown (a frame replaced before the window drew it is not).
 
     Args:
         title: window title.
@@ -139,6 +207,7 @@ class PreviewWindow:
     name = "preview"
 
     def __init__(self, title: str = "facecast", backend: str = "auto") -> None:
+        super().__init__()
         problem = display_problem()
         if problem:
             raise SinkUnavailable(problem)
@@ -147,7 +216,7 @@ class PreviewWindow:
         self.backend = backend
         self.title = title
         self.closed = threading.Event()
-        self.shown = 0
+        self._closing = False
         self._latest: queue.Queue = queue.Queue(maxsize=1)
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -158,20 +227,27 @@ class PreviewWindow:
             raise SinkUnavailable(f"cannot open a preview window ({self.backend}): "
                                   f"{self._error}") from self._error
 
-    def write(self, index: int, frame, audio: np.ndarray) -> None:
+    @property
+    def target(self) -> str | None:
+        """The GUI toolkit showing the window (``opencv`` or ``tk``)."""
+        return self.backend
+
+    def write(self, index: int, frame: np.ndarray | None, audio: np.ndarray) -> None:
         """Show frame ``index`` (the newest replaces one not yet shown; None is skipped)."""
         if frame is None or self.closed.is_set():
             return
-        image = frame.to_ndarray(format="rgb24")
         try:
             self._latest.get_nowait()
         except queue.Empty:
             pass
-        self._latest.put_nowait(image)
+        self._latest.put_nowait(frame)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> str:
+        """Close the window (``abort`` changes nothing) and wait up to 3 s for its thread."""
+        self._closing = True
         self.closed.set()
         self._thread.join(3)
+        return f"{self.frames} frames shown ({self.backend})"
 
     # --- GUI thread ---------------------------------------------------------------------------
     def _main(self) -> None:
@@ -183,6 +259,8 @@ class PreviewWindow:
         finally:
             self.closed.set()
             self._ready.set()
+            if not self._closing:
+                self._ended("window closed")
 
     def _run_opencv(self) -> None:
         import cv2
@@ -194,7 +272,7 @@ class PreviewWindow:
                 try:
                     image = self._latest.get(timeout=0.02)
                     cv2.imshow(self.title, image[:, :, ::-1])
-                    self.shown += 1
+                    self.frames += 1
                 except queue.Empty:
                     pass
                 key = cv2.waitKey(1) & 0xFF
@@ -231,7 +309,7 @@ class PreviewWindow:
                 image = self._latest.get_nowait()
                 photo = ImageTk.PhotoImage(Image.fromarray(image))
                 label.configure(image=photo)
-                self.shown += 1
+                self.frames += 1
             except queue.Empty:
                 pass
             root.after(10, poll)
@@ -248,19 +326,19 @@ class PreviewWindow:
             gc.collect()
 
 
-class Recorder:
-    """H.264 + AAC MP4 of the session's frames and audio (PyAV), on the session's clock.
+class Recorder(Sink):
+    """H.264 + AAC MP4 of the session's frames and audio, on the session's clock, through the one
+    MP4 writer (``runtime.offline.mp4.Mp4Writer``).
 
-    Video frame n and its audio slice both get pts n · S in a 1/48000 time base (the frames
-    arrive stamped so; audio is the master clock). A frame the renderer dropped leaves a gap in
-    the video (the previous frame stays on screen), never in the audio. The file is written as
-    ``.NAME.XXXX.part`` beside ``path`` and renamed into place by ``close()``; ``abort()``
-    removes it.
+    Video frame n and its audio slice both get pts n · S in a 1/48000 time base (audio is the
+    master clock). A frame the renderer dropped leaves a gap in the video (the previous frame
+    stays on screen), never in the audio. The file is written as ``.NAME.XXXX.part`` beside
+    ``path`` and renamed into place by ``close()``; ``close(abort=True)`` removes it.
 
     Args:
         path: output .mp4 (its folder must exist and be writable).
         width, height: frame size (even).
-        fps: nominal frame rate (stream metadata; pts decide timing).
+        fps: frame rate (a divisor of 48000).
         crf, preset: libx264 quality and speed.
 
     Raises SinkUnavailable: the folder is missing or not writable, or ``path`` is a folder.
@@ -270,70 +348,41 @@ class Recorder:
 
     def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: int,
                  crf: int = 20, preset: str = "veryfast") -> None:
-        import av
+        from runtime.clock import AvClock
+        from runtime.offline.mp4 import Mp4Writer
 
+        super().__init__()
         self.path = Path(path)
-        if self.path.is_dir():
-            raise SinkUnavailable(f"--record {self.path} is a folder; give a file name")
-        folder = self.path.parent if str(self.path.parent) else Path(".")
-        if not folder.is_dir():
-            raise SinkUnavailable(f"--record: folder {folder} does not exist")
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=folder)
+            self.writer = Mp4Writer(self.path, AvClock(fps), width, height, crf, preset)
         except OSError as exc:
-            raise SinkUnavailable(f"--record: cannot write in {folder}: {exc.strerror}") from exc
-        os.close(fd)
-        self._tmp = Path(tmp)
-        self.time_base = Fraction(1, OUTPUT_SAMPLE_RATE)
-        self.container = av.open(str(self._tmp), "w", format="mp4")
-        self.video = self.container.add_stream("libx264", rate=fps)
-        self.video.width, self.video.height, self.video.pix_fmt = width, height, "yuv420p"
-        self.video.options = {"crf": str(crf), "preset": preset}
-        self.video.codec_context.time_base = self.time_base
-        self.audio = self.container.add_stream("aac", rate=OUTPUT_SAMPLE_RATE, layout="mono")
-        self.audio.codec_context.time_base = self.time_base
-        self.frames = 0
-        self.audio_samples = 0
-        self._closed = False
+            raise SinkUnavailable(f"--record: {exc}") from exc
+        self._closed: str | None = None  # the summary, once closed
 
-    def write(self, index: int, frame, audio: np.ndarray) -> None:
+    @property
+    def target(self) -> str | None:
+        """The MP4's path."""
+        return str(self.path)
+
+    def write(self, index: int, frame: np.ndarray | None, audio: np.ndarray) -> None:
         """Encode frame ``index`` (None: no picture for it) and its audio slice."""
-        import av
+        self.writer.write(index, frame, audio)
+        self.frames = self.writer.frames
 
-        first = index * len(audio)
-        if frame is not None:
-            frame.pts, frame.time_base = first, self.time_base
-            self.container.mux(self.video.encode(frame))
-            self.frames += 1
-        chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, np.float32)[None],
-                                           format="flt", layout="mono")
-        chunk.sample_rate, chunk.pts, chunk.time_base = OUTPUT_SAMPLE_RATE, first, self.time_base
-        self.container.mux(self.audio.encode(chunk))
-        self.audio_samples += len(audio)
-
-    def close(self) -> None:
-        """Flush the encoders and move the file into place."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.container.mux(self.video.encode(None))
-            self.container.mux(self.audio.encode(None))
-            self.container.close()
-        except BaseException:
-            self._tmp.unlink(missing_ok=True)
-            raise
-        if self.frames == 0:
-            self._tmp.unlink(missing_ok=True)
+    def close(self, abort: bool = False) -> str:
+        """Flush the encoders and move the file into place (``abort``: remove it). Raises
+        SinkUnavailable when no frame was written (nothing is kept)."""
+        if self._closed is not None:
+            return self._closed
+        self._closed = f"{self.path} not written"
+        if abort:
+            self.writer.abort()
+            return f"{self.path} not written"
+        if self.writer.frames == 0:
+            self.writer.abort()
             raise SinkUnavailable("--record: no frame was rendered; nothing written")
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        """Stop without keeping the file."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.container.close()
-        finally:
-            self._tmp.unlink(missing_ok=True)
+        self.writer.close()
+        self._closed = (f"wrote {self.path}: {self.frames} frames, "
+                        f"{self.writer.audio_samples / self.writer.clock.sample_rate:.1f} s of "
+                        "audio")
+        return self._closed

@@ -1,19 +1,16 @@
 """Offline rendering: speech audio (or text through a TTS) → talking-avatar MP4.
 
-features → motion model → behaviour → rig → renderer → compositor → H.264 + AAC in MP4 (PyAV).
-Frames and audio share one clock (``runtime.clock``): video frame n and its audio slice both get
-pts = ⌊n · 48000 / fps⌋ in a 1/48000 time base.
-
-The file is written under a temporary name beside the output (``.NAME.XXXX.part``) and renamed
-into place only when complete, so a failure never leaves a half-written MP4 behind.
+features → motion model → behaviour → rig → renderer → compositor → H.264 + AAC in MP4 (the one
+writer, ``runtime.offline.mp4``). Frames and audio share one clock (``runtime.clock``): video
+frame n and its audio slice both get pts = ⌊n · 48000 / fps⌋ in a 1/48000 time base. The file is
+written under a temporary name and renamed into place only when complete, so a failure never
+leaves a half-written MP4 behind.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +22,7 @@ import numpy as np
 from avatars.bundle import Avatar
 from engines.audio import OUTPUT_SAMPLE_RATE, SAMPLE_RATE
 from runtime.clock import AvClock, as_fps
+from runtime.offline.mp4 import Mp4Writer
 
 LEAD_IN_S = 0.3
 """Silence before synthesised speech (text renders), so the face starts at rest."""
@@ -129,34 +127,6 @@ def animate(audio16k: np.ndarray, n_frames: int, fps: float, seed: int = 0) -> A
     return Animation(coeffs, pose, list(behaviour.blinks))
 
 
-def _even_pad(image: np.ndarray) -> np.ndarray:
-    """H.264 4:2:0 needs even sides: replicate the last row/column where a side is odd."""
-    h, w = image.shape[:2]
-    if h % 2 == 0 and w % 2 == 0:
-        return image
-    return np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-
-
-def temporary_output(out_path: Path) -> Path:
-    """Create (and return) an empty temporary file beside ``out_path``; raises OSError with a
-    one-line reason if the folder is missing or not writable, or ``out_path`` is a folder."""
-    out = Path(out_path)
-    if out.is_dir():
-        raise IsADirectoryError(f"output path is a folder: {out}")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"output folder does not exist: {folder}")
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=folder)
-    except OSError as exc:
-        raise PermissionError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)  # mkstemp makes it 0600; the MP4 gets the usual mode
-    return Path(name)
-
-
 def _put(out: queue.Queue, item: object, stop: threading.Event) -> None:
     """Put with backpressure, giving up once ``stop`` is set (the consumer has gone)."""
     while not stop.is_set():
@@ -209,11 +179,9 @@ def render_audio(avatar: Avatar, audio: np.ndarray, sample_rate: int, out_path: 
     shorter than ``MIN_AUDIO_S``; OSError if the output cannot be written; the renderer's own
     errors for a bad backend. Nothing is left at ``out_path`` (or beside it) on failure.
     """
-    import av
-
     from avatars.rig import Rig
     from engines.renderer import NeuralRenderer
-    from runtime.audio.decode import resample
+    from runtime.audio.resample import resample
     from runtime.compositor import Compositor
 
     a = np.asarray(audio, dtype=np.float32)
@@ -227,7 +195,8 @@ def render_audio(avatar: Avatar, audio: np.ndarray, sample_rate: int, out_path: 
     fps = as_fps(options.fps)
     clock = AvClock(fps, OUTPUT_SAMPLE_RATE)
     out_path = Path(out_path)
-    tmp = temporary_output(out_path)
+    height, width = avatar.image.shape[:2]
+    writer = Mp4Writer(out_path, clock, width, height, options.crf, options.preset)
     started = time.perf_counter()
     stop = threading.Event()
     worker: threading.Thread | None = None
@@ -242,46 +211,28 @@ def render_audio(avatar: Avatar, audio: np.ndarray, sample_rate: int, out_path: 
         rig = Rig.for_avatar(avatar, options.size)
         keypoints = rig.keypoints(anim.coeffs, anim.pose)
         compositor = Compositor(avatar, options.size)
-        height, width = _even_pad(avatar.image).shape[:2]
 
         crops: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
         worker = threading.Thread(target=_render_batches, name="facecast-render",
                                   args=(renderer, source, keypoints, max(1, options.batch),
                                         crops, stop), daemon=True)
         worker.start()
-        with av.open(str(tmp), "w", format="mp4") as container:
-            video = container.add_stream("libx264", rate=fps)
-            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-            video.time_base = clock.time_base
-            video.codec_context.time_base = clock.time_base
-            video.options = {"crf": str(options.crf), "preset": options.preset}
-            sound = container.add_stream("aac", rate=OUTPUT_SAMPLE_RATE, layout="mono")
-            sound.time_base = clock.time_base
-            for n, crop in enumerate(_crops(crops)):
-                start, end = clock.frame_start(n), clock.frame_start(n + 1)
-                frame = av.VideoFrame.from_ndarray(_even_pad(compositor.paste(crop)),
-                                                   format="rgb24")
-                frame.pts, frame.time_base = start, clock.time_base
-                container.mux(video.encode(frame))
-                chunk = av.AudioFrame.from_ndarray(a48[None, start:end], format="flt",
-                                                   layout="mono")
-                chunk.sample_rate, chunk.pts, chunk.time_base = (OUTPUT_SAMPLE_RATE, start,
-                                                                 clock.time_base)
-                container.mux(sound.encode(chunk))
-                if progress is not None:
-                    progress(n + 1, n_frames)
-            container.mux(video.encode(None))
-            container.mux(sound.encode(None))
+        for n, crop in enumerate(_crops(crops)):
+            writer.write(n, compositor.paste(crop),
+                         a48[clock.frame_start(n):clock.frame_start(n + 1)])
+            if progress is not None:
+                progress(n + 1, n_frames)
         worker.join()
-        os.replace(tmp, out_path)
+        writer.close()
     except BaseException:
         stop.set()
         if worker is not None:
             worker.join(timeout=5)
-        tmp.unlink(missing_ok=True)
+        writer.abort()
         raise
     return RenderResult(out_path, len(a) / sample_rate, n_frames, float(fps), options.size,
-                        width, height, time.perf_counter() - started, renderer.backend, anim)
+                        writer.width, writer.height, time.perf_counter() - started,
+                        renderer.backend, anim)
 
 
 def render_text(avatar: Avatar, text: str, out_path: str | Path, tts=None, voice: str | None = None,

@@ -8,12 +8,17 @@ and pts (optionally the frames themselves, downscaled) and every audio frame's s
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from runtime.serve.protocol import Audio, ControlMessage, Offer, Speak, encode
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 @dataclass
@@ -65,7 +70,7 @@ class AvatarClient:
         self._consumers: list[asyncio.Task] = []
         self._waiters: list[tuple[callable, asyncio.Future]] = []
 
-    async def __aenter__(self) -> AvatarClient:
+    async def __aenter__(self) -> Self:
         from websockets.asyncio.client import connect
 
         extra = {"origin": self.origin} if self.origin else {}
@@ -117,10 +122,17 @@ class AvatarClient:
         finally:
             self._waiters.remove(entry)
 
-    async def send(self, message: dict | str | bytes) -> None:
-        await self.ws.send(message if isinstance(message, (str, bytes)) else json.dumps(message))
+    async def send(self, message: ControlMessage | dict | str | bytes) -> None:
+        """Send a protocol message (``runtime.serve.protocol``), a dict (as JSON) or a raw
+        frame as it is (tests send malformed ones)."""
+        if isinstance(message, dict):
+            message = json.dumps(message)
+        elif not isinstance(message, (str, bytes)):
+            message = encode(message)
+        await self.ws.send(message)
 
-    async def request(self, message: dict, reply_type: str, timeout: float = 10.0) -> dict:
+    async def request(self, message: ControlMessage | dict, reply_type: str,
+                      timeout: float = 10.0) -> dict:
         """Send, then wait for the next message of ``reply_type`` or ``error``."""
         mark = len(self.received.events)
         await self.send(message)
@@ -149,8 +161,7 @@ class AvatarClient:
             self._consumers.append(asyncio.get_running_loop().create_task(self._consume(track)))
 
         await pc.setLocalDescription(await pc.createOffer())
-        reply = await self.request({"type": "offer", "sdp": pc.localDescription.sdp,
-                                    "sdp_type": "offer"}, "answer", timeout)
+        reply = await self.request(Offer(pc.localDescription.sdp), "answer", timeout)
         if reply["type"] == "error":
             raise ConnectionError(f"offer refused: {reply}")
         await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
@@ -207,20 +218,15 @@ class AvatarClient:
                                    f"within {timeout} s")
             await asyncio.sleep(0.02)
 
-    async def speak(self, text: str, **extra) -> None:
-        await self.send({"type": "speak", "text": text, **extra})
+    async def speak(self, text: str, voice: str | None = None, id: str | None = None) -> None:
+        """Send ``speak``: say ``text`` in ``voice`` (None: the server's default) as utterance
+        ``id`` (None: the server names it)."""
+        await self.send(Speak(text, voice, id))
 
     async def send_audio(self, samples: np.ndarray, sample_rate: int,
                          utt_id: str | None = None) -> None:
         """float32 [n] in [-1, 1] (or int16) as one ``audio`` message."""
-        x = np.asarray(samples)
-        pcm = x if x.dtype == np.int16 else np.clip(np.round(x * 32767), -32768,
-                                                    32767).astype(np.int16)
-        msg = {"type": "audio", "pcm16": base64.b64encode(pcm.astype("<i2").tobytes()).decode(),
-               "sample_rate": int(sample_rate)}
-        if utt_id is not None:
-            msg["id"] = utt_id
-        await self.send(msg)
+        await self.send(Audio.from_samples(samples, int(sample_rate), utt_id))
 
     def audio_signal(self) -> tuple[np.ndarray, float]:
         """Received audio concatenated (float32 mono, 48 kHz) and the arrival time of its first

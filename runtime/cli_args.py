@@ -1,0 +1,82 @@
+"""What the modules of the ``facecast`` command line share (``runtime.cli`` and the ``command``
+modules of ``runtime.bench`` and ``runtime.evals``): exit statuses, the shape of a command tree,
+and options whose defaults are read from where the code that runs the command keeps them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 1
+"""Exit status for bad input, reported as one line on stderr."""
+EXIT_USAGE = 2
+"""argparse's exit status for a malformed command line."""
+
+Commands = dict[str, tuple[str, "Callable[[argparse.ArgumentParser], None] | Commands"]]
+"""Command name → (one-line help, the function that adds the command's options to its parser
+and sets ``func`` (``args -> exit status``), or the commands of a group such as ``bench``)."""
+
+
+def quiet_native_logs() -> None:
+    """Keep mediapipe's glog/TFLite start-up chatter off the terminal (errors still show); call
+    before mediapipe is imported."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def param_default(fn: Callable[..., Any], name: str) -> Any:
+    """The default of parameter ``name`` of ``fn`` (a function or a dataclass), read where it
+    is written. Raises KeyError if ``fn`` has no such parameter."""
+    return inspect.signature(fn).parameters[name].default
+
+
+@contextlib.contextmanager
+def backend_errors_as_input_errors() -> Iterator[None]:
+    """Turn ``RuntimeError`` into ``ValueError`` (bad input, one line): a backend that cannot run
+    here (no CUDA provider, no TensorRT plan, a plan from another GPU) is the user's choice of
+    ``--backend``."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise ValueError(str(exc) or type(exc).__name__) from exc
+
+
+def print_json(result: Any, args: argparse.Namespace) -> int:
+    """Print ``result`` as JSON: one line with ``--json``, else indented. Returns ``EXIT_OK``."""
+    print(json.dumps(result, indent=None if args.json else 2))
+    return EXIT_OK
+
+
+def add_json(p: argparse.ArgumentParser, help: str = "one line of JSON") -> None:
+    """``--json``: a flag, False unless given."""
+    p.add_argument("--json", action="store_true", help=help)
+
+
+def add_avatar(p: argparse.ArgumentParser, default: str,
+               help: str = "avatar name or bundle folder") -> None:
+    """``--avatar NAME``, defaulting to ``default``."""
+    p.add_argument("--avatar", default=default, help=f"{help} (default %(default)r)")
+
+
+def add_size(p: argparse.ArgumentParser, default: int,
+             help: str = "renderer face crop side in pixels") -> None:
+    """``--size R``, one of ``engines.renderer.SIZES``, defaulting to ``default``."""
+    from engines.renderer import SIZES
+
+    p.add_argument("--size", type=int, default=default, choices=SIZES,
+                   help=f"{help} (default %(default)s)")
+
+
+def add_backend(p: argparse.ArgumentParser, default: str) -> None:
+    """``--backend NAME``, one of ``engines.renderer.BACKENDS``, defaulting to ``default``."""
+    from engines.renderer import BACKENDS
+
+    p.add_argument("--backend", default=default, choices=BACKENDS,
+                   help="renderer backend (default %(default)s)")
