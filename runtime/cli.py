@@ -195,7 +195,8 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
                    help="port (default %(default)s; 0 = any free)")
     add_avatar(p, C.avatar, help="default avatar for clients naming none")
     add_size(p, C.size)
-    p.add_argument("--fps", type=int, default=C.fps, help="video frame rate (default %(default)s)")
+    p.add_argument("--fps", default=C.fps,
+                   help="video frame rate, exact: 25, 30000/1001 … (default %(default)s)")
     add_backend(p, C.backend)
     p.add_argument("--threads", type=int, default=C.threads, help="ONNX Runtime threads")
     p.add_argument("--token", default=C.token,

@@ -30,6 +30,12 @@ def as_fps(fps: float | str | Fraction) -> Fraction:
     return f
 
 
+def wire_fps(fps: float | str | Fraction) -> int | float:
+    """A frame rate for JSON: an int when whole (25), else a float (29.97002997…)."""
+    f = as_fps(fps)
+    return int(f) if f.denominator == 1 else float(f)
+
+
 @dataclass(frozen=True)
 class AvClock:
     """Sample-counter clock: ``sample_rate`` (Hz, the output audio's) and ``fps`` (exact).

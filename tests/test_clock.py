@@ -97,3 +97,12 @@ def test_ntsc_frame_of_sample_inverts_frame_start() -> None:
         start = c.frame_start(n)
         assert c.frame_of_sample(start) == n  # AvClock(30000/1001).frame_of_sample(1601) == 0
         assert c.frames_for(start + 1) == c.frame_of_sample(start) + 1
+
+
+def test_wire_fps_is_an_int_when_whole() -> None:
+    from runtime.clock import wire_fps
+
+    assert wire_fps(25) == 25 and isinstance(wire_fps(25), int)
+    assert wire_fps("30000/1001") == pytest.approx(29.97002997)
+    with pytest.raises(ValueError):
+        wire_fps(0)

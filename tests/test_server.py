@@ -307,3 +307,13 @@ def test_non_loopback_bind_needs_a_token() -> None:
         ServerConfig(host="0.0.0.0").check()
     ServerConfig(host="0.0.0.0", token="x" * 32).check()
     ServerConfig(host="0.0.0.0", insecure=True).check()
+
+
+def test_config_takes_exact_frame_rates() -> None:
+    """The live path runs on the one AvClock, so serve accepts 30000/1001 (not only divisors
+    of 48000) and refuses what is not a frame rate."""
+    ServerConfig(fps="30000/1001").check()
+    ServerConfig(fps=24).check()
+    for bad in (0, "fast", 1000):
+        with pytest.raises(ValueError):
+            ServerConfig(fps=bad).check()

@@ -16,7 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from engines.audio import SAMPLE_RATE
+from engines.audio import OUTPUT_SAMPLE_RATE, SAMPLE_RATE
 
 PITCH_FLOOR_HZ = 75.0
 """Lowest f0 searched (Praat's default floor; adult male speech rarely goes under it)."""
@@ -81,7 +81,7 @@ def pitch_track(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[np.n
     return np.asarray(pitch.xs(), np.float64), pitch.selected_array["frequency"].astype(np.float32)
 
 
-def warm_up(sample_rate: int = 48_000) -> None:
+def warm_up(sample_rate: int = OUTPUT_SAMPLE_RATE) -> None:
     """Load Praat and run one pitch analysis on a synthetic voiced glide (a 90–250 Hz
     sawtooth, 2 s), so a server pays Praat's one-off cost (about 70 MB of RSS and a slow first
     call, measured on the first speech of a live session) at start-up, not during a client's

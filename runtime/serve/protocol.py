@@ -359,7 +359,7 @@ class Ready:
     type: ClassVar[str] = "ready"
     session: str
     avatar: str
-    fps: int
+    fps: int | float
     sample_rate: int
 
 

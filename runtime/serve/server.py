@@ -25,12 +25,14 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from engines.audio import OUTPUT_SAMPLE_RATE
 from runtime.audio.tts import MAX_TEXT_CHARS
+from runtime.clock import as_fps, wire_fps
 from runtime.live.events import SessionEvent, SpeechStarted
 from runtime.serve.auth import LOOPBACK_HOSTS
 from runtime.serve.displays import Displays
@@ -80,8 +82,8 @@ class ServerConfig:
         host, port: bind address (port 0 picks a free one).
         avatar: default avatar name when a client names none.
         web_dir: folder of the static widget files.
-        size: renderer crop side R (256 or 512). fps: video frame rate (must divide
-            ``OUTPUT_SAMPLE_RATE``, 48000).
+        size: renderer crop side R (256 or 512). fps: video frame rate, exact
+            (``runtime.clock.as_fps``: 25, "30000/1001", …; 1–240).
         backend, threads: renderer backend and ONNX Runtime threads.
         token: shared secret required on the handshake (None: no token).
         insecure: allow a non-loopback bind without a token.
@@ -96,7 +98,7 @@ class ServerConfig:
     avatar: str = "default"
     web_dir: Path = WEB_DIR
     size: int = 256
-    fps: int = 25
+    fps: int | str | Fraction = 25
     backend: str = "auto"
     threads: int | None = None
     token: str | None = None
@@ -114,8 +116,7 @@ class ServerConfig:
         if self.host not in LOOPBACK_HOSTS and not self.token and not self.insecure:
             raise ValueError(f"binding to {self.host} exposes the server beyond this machine: "
                              "give --token SECRET (or --insecure to allow anyone)")
-        if OUTPUT_SAMPLE_RATE % self.fps:
-            raise ValueError(f"--fps must divide {OUTPUT_SAMPLE_RATE} (24, 25, 30, 50, 60 …)")
+        as_fps(self.fps)  # raises ValueError with the reason
         if self.max_sessions < 1:
             raise ValueError("--max-sessions must be at least 1")
 
@@ -160,7 +161,7 @@ class Server:
         self.renderer = NeuralRenderer(config.size, config.backend, threads=config.threads)
         self.motion = MotionEngine()
         self.tts = make_tts(config.tts)
-        self.scheduler = Scheduler(self.renderer, config.fps, self.metrics)
+        self.scheduler = Scheduler(self.renderer, as_fps(config.fps), self.metrics)
         self.http = HttpRoutes(config.web_dir, config.token, config.allowed_origins,
                                self.health, self.metrics)
         self.avatars: dict[str, object] = {}
@@ -236,7 +237,7 @@ class Server:
                 "displays": sorted(self.displays),
                 "seconds_since_frame": round(time.monotonic() - sched.last_progress, 2),
                 "backend": self.renderer.backend, "size": self.config.size,
-                "fps": self.config.fps, "uptime_s": round(time.monotonic() - self.started, 1)}
+                "fps": wire_fps(self.config.fps), "uptime_s": round(time.monotonic() - self.started, 1)}
 
     # --- sending --------------------------------------------------------------------------
     async def _send(self, ws, message: ServerMessage) -> None:
@@ -313,7 +314,7 @@ class Server:
             await ws.close(1008, "bad avatar")
             return
         sid = f"s{next(self._ids)}"
-        session = Session(sid, state, self.motion, self.config.fps,
+        session = Session(sid, state, self.motion, as_fps(self.config.fps),
                           seed=self.config.seed + len(self.sessions),
                           max_buffer_s=self.config.max_buffer_s,
                           on_event=self._event_sender(ws, display))
@@ -325,7 +326,7 @@ class Server:
         self.metrics.sessions.set(len(self.sessions))
         log.info("session %s opened (avatar %s)", sid, name)
         try:
-            await self._send(ws, Ready(sid, name, self.config.fps, OUTPUT_SAMPLE_RATE))
+            await self._send(ws, Ready(sid, name, wire_fps(self.config.fps), OUTPUT_SAMPLE_RATE))
             await self._receive(ws, client, f"session {sid}")
         finally:
             await self._close_session(client)
