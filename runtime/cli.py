@@ -187,6 +187,7 @@ def _render(args: argparse.Namespace) -> int:
 def _serve_options(p: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
+    from runtime.serve.deadlines import MediaDeadlines
     from runtime.serve.server import ServerConfig as C
 
     p.add_argument("--host", default=C.host,
@@ -200,14 +201,25 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     add_backend(p, C.backend)
     p.add_argument("--threads", type=int, default=C.threads, help="ONNX Runtime threads")
     p.add_argument("--token", default=C.token,
-                   help="shared secret clients must present (or $FACECAST_TOKEN)")
+                   help="secret (≥ 32 bytes) the clients' tokens are signed with; see facecast "
+                        "token (or $FACECAST_TOKEN)")
     p.add_argument("--insecure", action="store_true",
                    help="allow binding beyond loopback without a token")
     p.add_argument("--allowed-origin", action="append", default=list(C.allowed_origins),
                    help="browser origin allowed to connect (repeatable; the server's own pages "
                         "always are)")
+    p.add_argument("--public-host", action="append", default=list(C.public_hosts),
+                   help="host name clients reach the server by (repeatable; IP addresses, "
+                        "localhost and the --allowed-origin hosts always are)")
     p.add_argument("--max-sessions", type=int, default=C.max_sessions,
                    help="concurrent sessions (default %(default)s)")
+    p.add_argument("--max-controllers", type=int, default=C.max_controllers,
+                   help="concurrent ?control= connections (default %(default)s)")
+    p.add_argument("--offer-timeout", type=float, default=MediaDeadlines.offer_s,
+                   help="seconds a session may wait for its offer (default %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=MediaDeadlines.connect_s,
+                   help="seconds from the answer until the peer must be connected "
+                        "(default %(default)s)")
     p.add_argument("--tts", default=C.tts, help="TTS engine (see facecast render --help)")
     p.add_argument("--web-dir", type=Path, default=C.web_dir,
                    help="serve the widget from this folder (default: the packaged one)")
@@ -217,14 +229,18 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
+    from runtime.serve.deadlines import MediaDeadlines
     from runtime.serve.server import ServerConfig, run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    deadlines = MediaDeadlines(offer_s=args.offer_timeout, connect_s=args.connect_timeout)
     config = ServerConfig(host=args.host, port=args.port, avatar=args.avatar, size=args.size,
                           fps=args.fps, backend=args.backend, threads=args.threads,
                           token=args.token or os.environ.get("FACECAST_TOKEN") or None,
                           insecure=args.insecure, allowed_origins=tuple(args.allowed_origin),
-                          max_sessions=args.max_sessions, tts=args.tts, web_dir=args.web_dir)
+                          public_hosts=tuple(args.public_host),
+                          max_sessions=args.max_sessions, max_controllers=args.max_controllers,
+                          deadlines=deadlines, tts=args.tts, web_dir=args.web_dir)
     config.check()
     with backend_errors_as_input_errors():
         run(config)

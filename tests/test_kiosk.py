@@ -243,8 +243,8 @@ def test_log_file_rotates_and_http_lines_are_silenced(tmp_path) -> None:
     handler = setup_logging(path, max_bytes=2048, backups=2, stream=None)
     try:
         lg = logging.getLogger("facecast.test")
-        for i in range(200):
-            lg.info("line %d %s", i, "x" * 40)
+        for i in range(200):  # 200 distinct lines (one repeated line is rate-limited)
+            lg.info(f"line {i} " + "x" * 40)
         ws = logging.getLogger("websockets.server")
         ws.info("HTTP response sent (%d %s)", 200, "OK")
         ws.info("connection rejected (%d %s)", 503, "Service Unavailable")

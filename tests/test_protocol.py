@@ -136,7 +136,8 @@ def test_every_error_code_is_a_distinct_class() -> None:
         "bad_json", "bad_message", "binary_not_supported", "message_too_large", "text_too_long",
         "empty_text", "bad_voice", "bad_audio", "audio_buffer_full", "too_many_streams",
         "no_peer", "webrtc_failed", "tts_failed", "too_many_sessions", "bad_avatar",
-        "no_display", "internal"})
+        "no_display", "internal", "too_many_controllers", "too_many_utterances",
+            "media_timeout"})
     assert p.NoDisplay("x").code == "no_display" and str(p.NoDisplay("x")) == "x"
 
 
@@ -191,5 +192,30 @@ def test_connect_query() -> None:
     assert p.parse_connect("/ws?control=" + "a" * 64, "d").control == "a" * 64
     assert p.parse_connect("/ws?display=", "d").display is None  # blank: absent
     for bad in ("display=a%20b", "control=" + "a" * 65, "control=caf%C3%A9"):
-        with pytest.raises(p.BadMessage, match="must be 1–64 letters, digits"):
+        with pytest.raises(p.BadMessage, match="1–64 letters, digits"):
             p.parse_connect("/ws?" + bad, "d")
+
+
+def test_avatar_in_the_url_is_a_name_never_a_path() -> None:
+    # a path is for the server's command line (its default), never for a client
+    assert p.parse_connect("/ws", "/srv/avatars/ada").avatar == "/srv/avatars/ada"
+    for bad in ("/etc", "../default", "./default", "%2Froot%2F.ssh", "avatars/./default",
+                "a" * 65, "caf%C3%A9", "default%00"):
+        with pytest.raises(p.BadAvatar, match="must be a name"):
+            p.parse_connect("/ws?avatar=" + bad, "default")
+
+
+def test_json_the_parser_cannot_hold_is_bad_json() -> None:
+    with pytest.raises(p.BadJSON):  # beyond Python's 4300-digit int limit
+        p.parse_message('{"type": "ping", "n": ' + "9" * 5000 + "}")
+    with pytest.raises(p.BadJSON, match="nested too deeply"):
+        p.parse_message("[" * 200_000 + "]" * 200_000, p.Limits(max_message_bytes=1 << 20))
+
+
+def test_message_limit_counts_utf8_bytes() -> None:
+    limits = p.Limits(max_message_bytes=1000)
+    text = '{"type": "speak", "text": "' + "é" * 600 + '"}'  # 629 characters, 1229 bytes
+    with pytest.raises(p.MessageTooLarge, match="1229 bytes"):
+        p.parse_message(text, limits)
+    assert isinstance(p.parse_message('{"type": "speak", "text": "' + "é" * 400 + '"}', limits),
+                      p.Speak)

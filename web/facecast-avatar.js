@@ -6,7 +6,7 @@
 // Attributes (all optional):
 //   server       ws(s)://host:port (http(s):// is accepted too); default: this page's own origin
 //   avatar       avatar name, default "default"
-//   token        access token (the server's secret or a JWT signed with it)
+//   token        access token: a JWT signed with the server's secret (facecast token)
 //   autoconnect  connect as soon as the element is in the document
 //   reconnect    reconnect after any drop (WebSocket closed, WebRTC failed, server restarted):
 //                exponential backoff from 1 s, doubling per failed attempt, capped at 30 s (or

@@ -21,6 +21,7 @@ environment):
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -74,6 +75,61 @@ def check_text(text: str, max_chars: int = MAX_TEXT_CHARS) -> str:
     if "\0" in text:
         raise ValueError("text contains a NUL character")
     return text
+
+
+MAX_SPOKEN_CHARS_PER_S = 24.0
+"""Fastest speech any engine is assumed to make, in letters and digits per second: espeak-ng
+speaks 8 a second at its default 165 words a minute and 21 at its maximum of 450 (measured on an
+English text with numbers). ``min_duration_s`` divides by it, so its result is a lower bound."""
+SYNTHESIS_CHUNK_CHARS = 240
+"""Longest piece of text synthesised at once by ``split_for_synthesis``' callers: bounds the
+audio (and the engine's memory) one synthesis call holds, about 30 s at the default rate."""
+_SENTENCE_END = re.compile(r"(?<=[.!?;:。！？])\s+|\n\s*\n")
+_SOFT_BREAK = re.compile(r"(?<=[,)\]–—])\s+|\s+")
+
+
+def min_duration_s(text: str) -> float:
+    """A lower bound of how long ``text`` takes to speak, in seconds: its letters and digits
+    over ``MAX_SPOKEN_CHARS_PER_S`` (numbers and abbreviations only make speech longer). Lets a
+    server refuse text that cannot fit its audio buffer before synthesising any of it."""
+    return sum(c.isalnum() for c in text) / MAX_SPOKEN_CHARS_PER_S
+
+
+def split_for_synthesis(text: str, max_chars: int = SYNTHESIS_CHUNK_CHARS) -> list[str]:
+    """Split ``text`` into pieces of at most ``max_chars`` characters to synthesise one after
+    another: at sentence ends (``. ! ? ; :`` and blank lines) where possible, else at commas or
+    spaces, else hard. Joining the pieces with spaces gives the text back up to whitespace;
+    pieces with no letter or digit are dropped (an engine would speak nothing). Raises
+    ValueError for ``max_chars < 1``."""
+    if max_chars < 1:
+        raise ValueError("max_chars must be at least 1")
+    pieces: list[str] = []
+    current = ""
+    for sentence in _SENTENCE_END.split(text.strip()):
+        for word in _pieces_of(sentence.strip(), max_chars):
+            joined = f"{current} {word}" if current else word
+            if len(joined) <= max_chars:
+                current = joined
+            else:
+                pieces.append(current)
+                current = word
+    if current:
+        pieces.append(current)
+    return [p for p in pieces if any(c.isalnum() for c in p)]
+
+
+def _pieces_of(sentence: str, max_chars: int) -> list[str]:
+    """A sentence as one piece, or cut at soft breaks (then hard) into pieces ≤ max_chars."""
+    if len(sentence) <= max_chars:
+        return [sentence] if sentence else []
+    out: list[str] = []
+    for word in _SOFT_BREAK.split(sentence):
+        while len(word) > max_chars:
+            out.append(word[:max_chars])
+            word = word[max_chars:]
+        if word:
+            out.append(word)
+    return out
 
 
 @dataclass(frozen=True)

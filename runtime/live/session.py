@@ -34,7 +34,7 @@ from engines.visemes import MOTION_COEFFICIENTS
 from runtime.audio.resample import StreamResampler
 from runtime.clock import AvClock
 from runtime.live.events import SessionEvent, SpeechEnded, SpeechStarted, StateChanged
-from runtime.live.speech import SpeechQueue, Utterance
+from runtime.live.speech import MAX_UTTERANCES, SpeechQueue, Utterance
 from runtime.live.tracks import SessionAudioTrack, SessionVideoTrack
 
 DOWNSAMPLE_HOLD_S = 0.001
@@ -79,7 +79,8 @@ class Session:
         fps: video frame rate, exact (25, ``"30000/1001"``, a ``Fraction``); the session's
             ``clock`` is ``AvClock(fps)``. Raises ValueError outside 1–240 fps.
         seed: behaviour seed.
-        max_buffer_s: speech buffer limit (``SpeechQueue``).
+        max_buffer_s: speech buffer limit, seconds; max_utterances: most utterances queued
+            (both ``SpeechQueue``).
         on_event: called on the event loop with each event (``runtime.live.events``:
             ``SpeechStarted``, ``SpeechEnded``, ``StateChanged``).
         drive: optional per-frame override, ``drive(coeffs [19], pose [6]) -> (coeffs, pose)``,
@@ -96,7 +97,7 @@ class Session:
 
     def __init__(self, session_id: str, avatar_state, motion_engine,
                  fps: int | str | Fraction = 25,
-                 seed: int = 0, max_buffer_s: float = 60.0,
+                 seed: int = 0, max_buffer_s: float = 60.0, max_utterances: int = MAX_UTTERANCES,
                  on_event: Callable[[SessionEvent], None] | None = None,
                  drive: Callable[[np.ndarray, np.ndarray],
                                  tuple[np.ndarray, np.ndarray]] | None = None) -> None:
@@ -107,7 +108,7 @@ class Session:
         self.id = session_id
         self.avatar = avatar_state
         self.fps = self.clock.fps
-        self.queue = SpeechQueue(max_buffer_s)
+        self.queue = SpeechQueue(max_buffer_s, max_utterances)
         self.on_event = on_event or (lambda event: None)
         self.drive = drive
         self.motion = motion_engine.stream()

@@ -65,8 +65,13 @@ class Displays:
         self._controllers.setdefault(name, set()).add(ws)
 
     def detach(self, name: str, ws) -> None:
-        """Remove a controller of display ``name`` (no error if it is not one)."""
-        self._controllers.get(name, set()).discard(ws)
+        """Remove a controller of display ``name`` (no error if it is not one); a name with no
+        controller left is forgotten."""
+        controllers = self._controllers.get(name)
+        if controllers is not None:
+            controllers.discard(ws)
+            if not controllers:
+                del self._controllers[name]
 
     def controllers(self, name: str | None) -> list:
         """The WebSockets controlling display ``name`` (none for None)."""

@@ -7,6 +7,47 @@ from collections.abc import Awaitable, Callable
 
 from runtime.serve.protocol import WebRTCFailed, first_line
 
+MEDIA_KINDS = ("audio", "video")
+"""What the server sends; an offer must ask to receive both."""
+MAX_CANDIDATES = 32
+"""Most ICE candidates (``a=candidate``) one offer may carry. The server sends a STUN check to
+each (RFC 8445), so an offer must not make it probe an unbounded list of addresses; browsers
+offer a handful per interface."""
+
+
+def check_offer(offer_sdp: str) -> None:
+    """Refuse an offer this server cannot answer, before aiortc sees it (its own errors on
+    such offers say things like "None is not in list"). Raises WebRTCFailed saying what is
+    wrong: not SDP; no m=audio or m=video section; a section that does not ask to receive
+    (sendonly, inactive); no DTLS fingerprint (a=fingerprint; DTLS-SRTP is required, RFC 8827);
+    no ICE credentials (a=ice-ufrag, a=ice-pwd); more than ``MAX_CANDIDATES`` candidates."""
+    from aiortc.sdp import SessionDescription
+
+    try:
+        description = SessionDescription.parse(offer_sdp)
+    except Exception as exc:  # the parser raises many kinds on broken lines
+        raise WebRTCFailed(f"the offer is not valid SDP: {first_line(exc)[:120]}") from exc
+    sections = {m.kind: m for m in description.media}
+    missing = [kind for kind in MEDIA_KINDS if kind not in sections]
+    if missing:
+        raise WebRTCFailed(f"the offer has no m={' or m='.join(missing)} section: this server "
+                           "sends audio and video, so offer to receive both (recvonly "
+                           "transceivers)")
+    candidates = sum(len(m.ice_candidates) for m in description.media)
+    if candidates > MAX_CANDIDATES:
+        raise WebRTCFailed(f"the offer carries {candidates} ICE candidates; at most "
+                           f"{MAX_CANDIDATES} are checked")
+    for kind in MEDIA_KINDS:
+        m = sections[kind]
+        if m.direction in ("sendonly", "inactive"):
+            raise WebRTCFailed(f"the offer's m={kind} section is {m.direction}: offer to "
+                               "receive it (recvonly or sendrecv)")
+        if m.dtls is None or not m.dtls.fingerprints:
+            raise WebRTCFailed(f"the offer's m={kind} section has no a=fingerprint: DTLS-SRTP "
+                               "is required")
+        if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
+            raise WebRTCFailed(f"the offer's m={kind} section has no a=ice-ufrag / a=ice-pwd")
+
 
 async def answer_offer(session, offer_sdp: str,
                        on_end: Callable[[object, str], Awaitable[None]]):
@@ -20,10 +61,12 @@ async def answer_offer(session, offer_sdp: str,
             or "closed".
 
     Returns the ``RTCPeerConnection``; its ``localDescription.sdp`` is the answer. Raises
-    WebRTCFailed (the peer connection closed) when the offer cannot be answered.
+    WebRTCFailed (``check_offer``'s reasons; or the peer connection closed) when the offer
+    cannot be answered.
     """
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
+    check_offer(offer_sdp)
     pc = RTCPeerConnection()
 
     @pc.on("connectionstatechange")

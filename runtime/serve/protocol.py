@@ -30,13 +30,13 @@ from runtime.audio.tts import MAX_TEXT_CHARS
 from runtime.live.events import SessionEvent
 
 MAX_MESSAGE_BYTES = 1 << 20
-"""Default limit on one control message, in characters of its JSON text."""
+"""Default limit on one control message, in bytes of its UTF-8 encoded JSON text."""
 MIN_PCM_RATE, MAX_PCM_RATE = 8000, 96000
 """Sample rates (Hz) an ``audio`` chunk may have."""
 MAX_ID_CHARS = 64
 """Longest utterance ``id`` (after ``str()``)."""
 MAX_NAME_CHARS = 64
-"""Longest display name in the URL (``display=`` / ``control=``)."""
+"""Longest avatar or display name in the URL (``avatar=`` / ``display=`` / ``control=``)."""
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _OPTIONAL = {"optional": True}  # field metadata: left out of the JSON when None
 
@@ -135,6 +135,25 @@ class TooManySessions(ProtocolError):
     """The server holds its most sessions; the connection is closed."""
 
     code = "too_many_sessions"
+
+
+class TooManyControllers(ProtocolError):
+    """The server holds its most ``?control=`` connections; the connection is closed."""
+
+    code = "too_many_controllers"
+
+
+class TooManyUtterances(ProtocolError):
+    """The session's speech queue holds its most utterances (``SpeechQueue.max_utterances``)."""
+
+    code = "too_many_utterances"
+
+
+class MediaTimeout(ProtocolError):
+    """No offer came, or the peer connection did not connect (or stopped), within the server's
+    deadline; the connection is closed and the session freed."""
+
+    code = "media_timeout"
 
 
 class BadAvatar(ProtocolError):
@@ -335,13 +354,20 @@ def parse_message(raw: str | bytes, limits: Limits = Limits()) -> ControlMessage
     """
     if isinstance(raw, bytes):
         raise BinaryNotSupported("send JSON text messages")
-    if len(raw) > limits.max_message_bytes:
-        raise MessageTooLarge(f"message is {len(raw)} bytes; the limit is "
+    size = len(raw)  # characters: a lower bound of the UTF-8 bytes (≤ 4 bytes each)
+    if size > limits.max_message_bytes or (
+            size * 4 > limits.max_message_bytes
+            and (size := len(raw.encode("utf-8", "surrogatepass"))) > limits.max_message_bytes):
+        raise MessageTooLarge(f"message is {size} bytes; the limit is "
                               f"{limits.max_message_bytes}")
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise BadJSON(f"not JSON: {exc.msg}") from exc
+    except ValueError as exc:  # an integer beyond Python's int/str digit limit (4300)
+        raise BadJSON(f"not usable JSON: {first_line(exc)[:120]}") from exc
+    except RecursionError as exc:  # arrays or objects nested beyond the parser's recursion
+        raise BadJSON("not usable JSON: nested too deeply") from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise BadMessage("a message is a JSON object with a string 'type'")
     kind = CLIENT_MESSAGES.get(obj["type"])
@@ -454,20 +480,23 @@ class ConnectRequest:
     control: str | None = None
 
 
-def _check_name(value: str | None, what: str) -> str | None:
+def _check_name(value: str | None, what: str, error: type[ProtocolError] = BadMessage
+                ) -> str | None:
     if value is None:
         return None
     if not 1 <= len(value) <= MAX_NAME_CHARS or not set(value) <= _NAME_CHARS:
-        raise BadMessage(f"'{what}' must be 1–{MAX_NAME_CHARS} letters, digits, '_' or '-'")
+        raise error(f"'{what}' must be a name: 1–{MAX_NAME_CHARS} letters, digits, '_' or '-'")
     return value
 
 
 def parse_connect(path: str, default_avatar: str) -> ConnectRequest:
     """Parse the request path of a WebSocket connection (``/ws?avatar=A&display=NAME``).
 
-    Raises BadMessage for a display or control name that is not 1–64 letters, digits, '_' or
-    '-'."""
+    A client names avatars, never paths: an ``avatar`` that is not 1–64 letters, digits, '_'
+    or '-' raises BadAvatar (paths are for the server's command line: ``default_avatar`` may be
+    one). Raises BadMessage for a display or control name that is not such a name."""
     query = parse_qs(urlsplit(path).query)
-    avatar = query.get("avatar", [default_avatar])[0] or default_avatar
-    return ConnectRequest(avatar, _check_name(query.get("display", [None])[0], "display"),
+    avatar = _check_name(query.get("avatar", [None])[0] or None, "avatar", BadAvatar)
+    return ConnectRequest(avatar or default_avatar,
+                          _check_name(query.get("display", [None])[0], "display"),
                           _check_name(query.get("control", [None])[0], "control"))

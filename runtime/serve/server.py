@@ -11,10 +11,14 @@ kept by ``runtime.serve.displays``. The frame clock and the shared renderer live
 event loop: TTS, avatar loading and every tick run in worker threads; aiortc encodes in its
 executor.
 
-Safe by default: binds 127.0.0.1; another address needs a token (``--token``: the secret itself
-or an HS256 JWT signed with it, with ``exp``) or an explicit ``--insecure``; browser origins are
-checked on the handshake; limits on sessions, message size, text length and buffered audio are
-each answered with an ``error`` code, and a malformed message never ends the session.
+Safe by default: binds 127.0.0.1; another address needs a token (``--token``: clients present
+an HS256 JWT signed with it, with ``exp``) or an explicit ``--insecure``; every request's
+``Host`` must be an IP address, a loopback name or a configured public host (DNS rebinding), and
+browser origins are checked on the handshake. Admission counts sessions (including those still
+loading their avatar) and controllers, and cannot race; a session must show working media in
+time (``runtime.serve.deadlines``) or is closed; limits on message size, text length, buffered
+audio and queued utterances are each answered with an ``error`` code, and a malformed message
+never ends the session. SIGTERM stops as gracefully as Ctrl-C (clients see 1001).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import signal
 import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -34,7 +40,9 @@ from engines.audio import OUTPUT_SAMPLE_RATE
 from runtime.audio.tts import MAX_TEXT_CHARS
 from runtime.clock import as_fps, wire_fps
 from runtime.live.events import SessionEvent, SpeechStarted
-from runtime.serve.auth import LOOPBACK_HOSTS
+from runtime.live.speech import MAX_UTTERANCES
+from runtime.serve.auth import LOOPBACK_HOSTS, check_secret
+from runtime.serve.deadlines import MediaDeadlines, watch_media
 from runtime.serve.displays import Displays
 from runtime.serve.http import WEB_DIR, HttpRoutes
 from runtime.serve.logs import quiet_library_logs
@@ -50,6 +58,7 @@ from runtime.serve.protocol import (
     InternalError,
     Interrupt,
     Limits,
+    MediaTimeout,
     NoDisplay,
     NoPeer,
     Offer,
@@ -59,6 +68,7 @@ from runtime.serve.protocol import (
     Ready,
     ServerMessage,
     Speak,
+    TooManyControllers,
     TooManySessions,
     encode,
     first_line,
@@ -85,12 +95,20 @@ class ServerConfig:
         size: renderer crop side R (256 or 512). fps: video frame rate, exact
             (``runtime.clock.as_fps``: 25, "30000/1001", …; 1–240).
         backend, threads: renderer backend and ONNX Runtime threads.
-        token: shared secret required on the handshake (None: no token).
+        token: shared secret the handshake's JWTs are signed with (None: no token; at least
+            ``runtime.serve.auth.MIN_SECRET_BYTES`` bytes).
         insecure: allow a non-loopback bind without a token.
         allowed_origins: browser origins allowed besides the server's own pages.
-        max_sessions: concurrent sessions. max_message_bytes: largest control message.
+        public_hosts: host names clients reach the server by (``Host`` header; IP addresses and
+            loopback names are always allowed).
+        max_sessions: concurrent sessions (counting those still loading their avatar).
+        max_controllers: concurrent ``?control=`` connections, over every display.
+        max_avatars: avatars kept loaded (by content hash) for new sessions.
+        max_message_bytes: largest control message, UTF-8 bytes.
         max_text_chars: longest ``speak`` text. max_buffer_s: most speech audio queued per
-        session, seconds. tts: TTS spec (``runtime.audio.tts.make_tts``). seed: behaviour seed base.
+        session, seconds. max_utterances: most utterances queued per session.
+        deadlines: the media deadlines (``runtime.serve.deadlines.MediaDeadlines``).
+        tts: TTS spec (``runtime.audio.tts.make_tts``). seed: behaviour seed base.
     """
 
     host: str = "127.0.0.1"
@@ -104,21 +122,35 @@ class ServerConfig:
     token: str | None = None
     insecure: bool = False
     allowed_origins: tuple[str, ...] = ()
+    public_hosts: tuple[str, ...] = ()
     max_sessions: int = 4
+    max_controllers: int = 16
+    max_avatars: int = 8
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_text_chars: int = MAX_TEXT_CHARS
     max_buffer_s: float = 60.0
+    max_utterances: int = MAX_UTTERANCES
+    deadlines: MediaDeadlines = field(default_factory=MediaDeadlines)
     tts: str | None = None
     seed: int = 0
 
     def check(self) -> None:
-        """Raises ValueError for an unsafe or impossible configuration."""
+        """Raises ValueError for an unsafe or impossible configuration (one line saying which
+        setting and why)."""
         if self.host not in LOOPBACK_HOSTS and not self.token and not self.insecure:
             raise ValueError(f"binding to {self.host} exposes the server beyond this machine: "
                              "give --token SECRET (or --insecure to allow anyone)")
+        if self.token:
+            check_secret(self.token)
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port must be 0–65535, got {self.port}")
         as_fps(self.fps)  # raises ValueError with the reason
-        if self.max_sessions < 1:
-            raise ValueError("--max-sessions must be at least 1")
+        for name in ("max_sessions", "max_controllers", "max_avatars", "max_utterances"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 < self.max_buffer_s <= 3600:
+            raise ValueError("the speech buffer must be 0–3600 s")
+        self.deadlines.check()
 
     @property
     def limits(self) -> Limits:
@@ -136,6 +168,8 @@ class Connection:
     speech: SpeechInput
     pc: object = None
     control: str | None = None
+    tasks: set[asyncio.Task] = field(default_factory=set)
+    """Its requests still running (synthesis of ``speak`` s); cancelled when it closes."""
 
 
 class Server:
@@ -163,9 +197,12 @@ class Server:
         self.tts = make_tts(config.tts)
         self.scheduler = Scheduler(self.renderer, as_fps(config.fps), self.metrics)
         self.http = HttpRoutes(config.web_dir, config.token, config.allowed_origins,
-                               self.health, self.metrics)
-        self.avatars: dict[str, object] = {}
+                               self.health, self.metrics, public_hosts=config.public_hosts)
+        self.avatars: OrderedDict[str, object] = OrderedDict()  # content hash → AvatarState
+        self._avatar_names: dict[str, str] = {}  # name or path → content hash
         self.sessions: dict[str, object] = {}
+        self._admitting = 0  # sessions admitted and still loading their avatar
+        self._controllers = 0  # open ?control= connections
         self.displays = Displays(self._send_soon)
         self._ids = itertools.count(1)
         self._ws_server = None
@@ -212,16 +249,28 @@ class Server:
         await asyncio.gather(*self._sends, return_exceptions=True)
 
     async def _avatar(self, name: str):
+        """The loaded ``AvatarState`` of avatar ``name`` (a path only from the command line):
+        one per bundle content hash, at most ``max_avatars`` kept (least recently used dropped;
+        sessions keep theirs). Raises BundleError, ValueError, OSError."""
         import avatars
         from runtime.live.scheduler import AvatarState
 
         async with self._avatar_lock:
-            if name not in self.avatars:
+            key = self._avatar_names.get(name)
+            if key is None or key not in self.avatars:
                 loop = asyncio.get_running_loop()
                 avatar = await loop.run_in_executor(None, avatars.load, name)
-                self.avatars[name] = await loop.run_in_executor(
-                    None, AvatarState.build, name, avatar, self.renderer)
-            return self.avatars[name]
+                key = avatar.metadata["content_hash"]
+                if key not in self.avatars:
+                    self.avatars[key] = await loop.run_in_executor(
+                        None, AvatarState.build, avatar.name, avatar, self.renderer)
+                self._avatar_names[name] = key
+            self.avatars.move_to_end(key)
+            while len(self.avatars) > self.config.max_avatars:
+                dropped, _ = self.avatars.popitem(last=False)
+                for alias in [n for n, k in self._avatar_names.items() if k == dropped]:
+                    del self._avatar_names[alias]
+            return self.avatars[key]
 
     def health(self) -> dict:
         """What ``/healthz`` reports: ``status`` ("ok", or "stalled" when sessions exist and no
@@ -296,27 +345,35 @@ class Server:
             request = parse_connect(ws.request.path, self.config.avatar)
         except ProtocolError as exc:
             await self._error(ws, exc)
-            await ws.close(1008, "bad display name")
+            await ws.close(1008, "bad avatar" if isinstance(exc, BadAvatar) else "bad name")
             return
         if request.control is not None:
             await self._handle_controller(ws, request.control)
             return
-        if len(self.sessions) >= self.config.max_sessions:
+        # admission is decided and counted before the first await: concurrent connects
+        # cannot all pass while an avatar loads
+        if len(self.sessions) + self._admitting >= self.config.max_sessions:
             await self._error(ws, TooManySessions(
                 f"the server holds {self.config.max_sessions} sessions; try later"))
             await ws.close(1013, "too many sessions")
             return
         name, display = request.avatar, request.display
+        self._admitting += 1
         try:
             state = await self._avatar(name)
         except (BundleError, ValueError, OSError) as exc:
-            await self._error(ws, BadAvatar(first_line(exc)))
+            log.warning("avatar %r does not load: %s", name, first_line(exc))
+            # the same words for a missing and a broken bundle: nothing about the server's disk
+            await self._error(ws, BadAvatar(f"no usable avatar named {name!r}"))
             await ws.close(1008, "bad avatar")
             return
+        finally:
+            self._admitting -= 1
         sid = f"s{next(self._ids)}"
         session = Session(sid, state, self.motion, as_fps(self.config.fps),
                           seed=self.config.seed + len(self.sessions),
                           max_buffer_s=self.config.max_buffer_s,
+                          max_utterances=self.config.max_utterances,
                           on_event=self._event_sender(ws, display))
         client = Connection(session, SpeechInput(self.tts))
         self.sessions[sid] = session
@@ -325,14 +382,30 @@ class Server:
         self.scheduler.add(session)
         self.metrics.sessions.set(len(self.sessions))
         log.info("session %s opened (avatar %s)", sid, name)
+        watch = asyncio.create_task(self._watch_media(ws, client))
         try:
             await self._send(ws, Ready(sid, name, wire_fps(self.config.fps), OUTPUT_SAMPLE_RATE))
             await self._receive(ws, client, f"session {sid}")
         finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
             await self._close_session(client)
+
+    async def _watch_media(self, ws, client: Connection) -> None:
+        """Close the session when a media deadline passes (``runtime.serve.deadlines``)."""
+        reason = await watch_media(lambda: client.pc, self.config.deadlines)
+        log.info("session %s: %s; closing it", client.session.id, reason)
+        await self._error(ws, MediaTimeout(reason))
+        await ws.close(1008, reason[:120])
 
     async def _handle_controller(self, ws, name: str) -> None:
         """A ``?control=NAME`` connection: its speech goes to display NAME's current session."""
+        if self._controllers >= self.config.max_controllers:
+            await self._error(ws, TooManyControllers(
+                f"the server holds {self.config.max_controllers} controllers; try later"))
+            await ws.close(1013, "too many controllers")
+            return
+        self._controllers += 1
         self.displays.attach(name, ws)
         client = Connection(None, SpeechInput(self.tts), control=name)
         log.info("controller of display %r connected", name)
@@ -342,20 +415,47 @@ class Server:
                                                  getattr(display, "id", None)))
             await self._receive(ws, client, f"controller of {name!r}")
         finally:
+            self._controllers -= 1
             self.displays.detach(name, ws)
             log.info("controller of display %r disconnected", name)
 
     async def _receive(self, ws, client: Connection, who: str) -> None:
         """Dispatch every message until the connection closes; a refused or failed message is
-        answered with an ``error`` and the connection goes on."""
-        async for raw in ws:
+        answered with an ``error`` and the connection goes on. A connection that ends without
+        a closing handshake (the client vanished) ends it quietly."""
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for raw in ws:
+                try:
+                    await self._dispatch(ws, client, raw)
+                except ProtocolError as exc:
+                    await self._error(ws, exc)
+                except Exception as exc:  # a bug must not end the session
+                    log.exception("%s: message failed", who)
+                    await self._error(ws, InternalError(f"internal error: {type(exc).__name__}"))
+        except ConnectionClosed as exc:
+            log.info("%s: connection lost (%s)", who, exc.rcvd.code if exc.rcvd else "no close")
+        finally:
+            for task in client.tasks:
+                task.cancel()
+            await asyncio.gather(*client.tasks, return_exceptions=True)
+
+    def _spawn(self, ws, client: Connection, request) -> None:
+        """Run coroutine ``request`` of ``client`` without holding up its next messages; a
+        ``ProtocolError`` it raises is answered with an ``error``."""
+        async def run() -> None:
             try:
-                await self._dispatch(ws, client, raw)
+                await request
             except ProtocolError as exc:
                 await self._error(ws, exc)
             except Exception as exc:  # a bug must not end the session
-                log.exception("%s: message failed", who)
+                log.exception("request failed")
                 await self._error(ws, InternalError(f"internal error: {type(exc).__name__}"))
+
+        task = asyncio.get_running_loop().create_task(run())
+        client.tasks.add(task)
+        task.add_done_callback(client.tasks.discard)
 
     async def _close_session(self, client: Connection) -> None:
         session = client.session
@@ -395,8 +495,10 @@ class Server:
                 await self._on_offer(ws, client, msg)
             case Interrupt():
                 self._on_interrupt(client)
-            case Speak():
-                await client.speech.speak(self._target(client), msg)
+            case Speak():  # queued in order now, synthesised while later messages go on
+                target = self._target(client)
+                pending = client.speech.begin_speak(target, msg)
+                self._spawn(ws, client, client.speech.fill_speak(target, pending))
             case Audio():
                 client.speech.audio(self._target(client), msg)
             case AudioEnd():
@@ -432,7 +534,9 @@ class Server:
 
 
 def run(config: ServerConfig) -> None:
-    """Run a server until interrupted (Ctrl-C). Raises what ``Server`` raises at start-up."""
+    """Run a server until Ctrl-C (SIGINT) or SIGTERM (what systemd, Docker and Kubernetes send),
+    both graceful: every client is closed with 1001, the frame clock stopped. Raises what
+    ``Server`` raises at start-up."""
     quiet_library_logs()
 
     async def main() -> None:
@@ -440,9 +544,14 @@ def run(config: ServerConfig) -> None:
         await server.start()
         print(f"facecast serving on http://{config.host}:{server.port}/ "
               f"(WebSocket /ws, /healthz, /metrics)", flush=True)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
         try:
-            await asyncio.Future()
+            await stopping.wait()
+            log.info("SIGTERM: stopping")
         finally:
+            loop.remove_signal_handler(signal.SIGTERM)
             await server.stop()
 
     try:
