@@ -91,7 +91,7 @@ class _FakeSession:
         self.frames_dropped = 0
         self.delivered: list[tuple[int, object, list]] = []
 
-    def advance(self) -> FrameJob:
+    def advance(self, stages=None) -> FrameJob:
         n = self.frame
         self.frame += 1
         audio = np.zeros(self.clock.frame_start(n + 1) - self.clock.frame_start(n), np.float32)

@@ -361,3 +361,18 @@ def test_a_peer_that_vanishes_with_its_websocket_open_is_closed(server) -> None:
         await _settle(server)
 
     run(main())
+
+
+def test_message_pacer_delays_a_flood_and_never_a_steady_stream() -> None:
+    from runtime.serve.pacing import MessagePacer
+
+    now = [0.0]
+    pacer = MessagePacer(rate=200, burst=400, clock=lambda: now[0])
+    steady = []
+    for _ in range(500):  # audio in 20 ms chunks: 50 a second
+        steady.append(pacer.delay())
+        now[0] += 0.02
+    assert max(steady) == 0.0
+    flood = [pacer.delay() for _ in range(2000)]  # all at one instant
+    assert flood[:400] == [0.0] * 400
+    assert flood[-1] == pytest.approx(1600 / 200)  # served at 200 a second after the burst

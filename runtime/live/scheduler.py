@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import queue
 import threading
 import time
@@ -44,6 +45,7 @@ import numpy as np
 from avatars.bundle import Avatar
 from runtime.clock import as_fps
 from runtime.live.monotonic import MonotonicClock, SystemClock
+from runtime.live.stages import StageTimes
 from runtime.live.tracks import audio_frames, video_frame
 
 log = logging.getLogger("facecast.scheduler")
@@ -52,6 +54,12 @@ STALL_S = 2.0
 """Seconds without a completed tick (while sessions exist) after which the pipeline is restarted."""
 WATCHDOG_PERIOD_S = 0.25
 """How often the watchdog looks."""
+def default_composite_threads() -> int:
+    """Composite threads by default: the cores this process may use (``os.sched_getaffinity``),
+    at most 8."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
+
+
 MAX_ABANDONED = 3
 """Abandoned workers still stuck at which the watchdog stops starting new ones (gives up)."""
 STOP_JOIN_S = 10.0
@@ -145,8 +153,13 @@ class Scheduler:
         stall_s: seconds without a completed tick (while sessions exist) before the watchdog
             restarts the worker and the clock (None: no watchdog).
         clock: what pacing and the watchdog read (default ``SystemClock``: ``time.monotonic``).
+        composite_threads: threads that paste faces back and wrap frames, one session each,
+            in parallel (NumPy and OpenCV release the GIL); 0: ``default_composite_threads()``.
+            A tick with one session composites on the tick thread.
 
     Attributes:
+        stages: seconds per pipeline stage (``runtime.live.stages.StageTimes``): motion,
+            behaviour, rig, render, composite.
         fps, period: the frame rate and the tick period 1/fps, seconds (both ``Fraction``).
         ticks, late_ticks: clock ticks run, and ticks that dropped their video (or were skipped).
         last_tick_wall: ``clock.now()`` of the last clock step.
@@ -157,8 +170,12 @@ class Scheduler:
     """
 
     def __init__(self, renderer, fps: int | str | Fraction = 25, metrics=None,
-                 stall_s: float | None = STALL_S, clock: MonotonicClock | None = None) -> None:
+                 stall_s: float | None = STALL_S, clock: MonotonicClock | None = None,
+                 composite_threads: int = 0) -> None:
         self.renderer = renderer
+        self.stages = StageTimes()
+        self.composite_threads = composite_threads or default_composite_threads()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.fps = as_fps(fps)
         self.period = 1 / self.fps
         self.metrics = metrics
@@ -214,6 +231,9 @@ class Scheduler:
         self.worker.shutdown()
         await asyncio.get_running_loop().run_in_executor(None, self.worker.thread.join,
                                                          STOP_JOIN_S)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     # --- watchdog -------------------------------------------------------------------------
     def stalled(self, now: float | None = None) -> bool:
@@ -311,16 +331,31 @@ class Scheduler:
         from engines.renderer import to_uint8
 
         started = time.perf_counter()
-        jobs = [s.advance() for s in sessions]
+        jobs = [s.advance(self.stages) for s in sessions]
         frames: list = [None] * len(jobs)
         if render and jobs:
             drv = np.stack([j.keypoints for j in jobs]).astype(np.float32)
             t0 = time.perf_counter()
             crops = to_uint8(self.renderer.render([s.avatar.source for s in sessions], drv))
+            render_s = time.perf_counter() - t0
+            self.stages.add("render", render_s)
             if self.metrics is not None:
-                self.metrics.render_seconds.observe(time.perf_counter() - t0)
-            for i, (s, crop) in enumerate(zip(sessions, crops)):
-                frames[i] = video_frame(s.clock, jobs[i].index, s.avatar.compositor.paste(crop))
+                self.metrics.render_seconds.observe(render_s)
+
+            def composite(i: int):
+                t = time.perf_counter()
+                s = sessions[i]
+                frame = video_frame(s.clock, jobs[i].index, s.avatar.compositor.paste(crops[i]))
+                self.stages.add("composite", time.perf_counter() - t)
+                return frame
+
+            if len(jobs) == 1 or self.composite_threads == 1:
+                frames = [composite(i) for i in range(len(jobs))]
+            else:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        self.composite_threads, thread_name_prefix="facecast-composite")
+                frames = list(self._pool.map(composite, range(len(jobs))))
         out = []
         for job, frame in zip(jobs, frames):
             out.append((job, frame, audio_frames(job.session.clock, job.index, job.audio)))

@@ -35,6 +35,7 @@ from runtime.audio.resample import StreamResampler
 from runtime.clock import AvClock
 from runtime.live.events import SessionEvent, SpeechEnded, SpeechStarted, StateChanged
 from runtime.live.speech import MAX_UTTERANCES, SpeechQueue, Utterance
+from runtime.live.stages import StageTimes
 from runtime.live.tracks import SessionAudioTrack, SessionVideoTrack
 
 DOWNSAMPLE_HOLD_S = 0.001
@@ -146,12 +147,15 @@ class Session:
         centre = (2.5 * len(x48)) / OUTPUT_SAMPLE_RATE
         return float(f0[int(np.abs(times - centre).argmin())])
 
-    def advance(self) -> FrameJob:
+    def advance(self, stages: StageTimes | None = None) -> FrameJob:
         """Produce output frame ``self.frame``: take the slice frame + K will play into the motion
         model, play the slice taken K frames ago with its mouth row, step the behaviour, pose
-        the rig. Runs in the scheduler's worker thread."""
+        the rig. Runs in the scheduler's worker thread. ``stages`` (optional) gets the seconds
+        of the ``motion``, ``behaviour`` and ``rig`` stages (``runtime.live.stages``)."""
         from runtime.audio.prosody import SILENCE_DB
 
+        clock = time.perf_counter
+        t_motion = clock()
         start = self.clock.frame_start
         t, k = self.frame, self.lookahead
         with self._lock:
@@ -166,6 +170,7 @@ class Session:
                                    track.vad, track.visemes, track.first_frame)
                 for row in self.fps_resampler.push(both):
                     self._rows.append(row)
+            t_behaviour = clock()
             if len(self._delay) > self.lookahead:
                 x_out, played = self._delay.popleft()
                 row = self._rows.popleft() if self._rows else self._last_row
@@ -195,7 +200,13 @@ class Session:
             coeffs, pose = self.behaviour.step(row[:_K], float(row[_K]), energy, f0)
             if self.drive is not None:
                 coeffs, pose = self.drive(coeffs, pose)
+            t_rig = clock()
             keypoints = self.avatar.rig.keypoints(coeffs[None], pose[None])[0]
+            if stages is not None:
+                t_end = clock()
+                stages.add("motion", t_behaviour - t_motion)
+                stages.add("behaviour", t_rig - t_behaviour)
+                stages.add("rig", t_end - t_rig)
             job = FrameJob(self, self.frame, keypoints, x_out, events, speaking_now)
             self.frame += 1
             return job

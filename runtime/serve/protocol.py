@@ -37,6 +37,8 @@ MAX_ID_CHARS = 64
 """Longest utterance ``id`` (after ``str()``)."""
 MAX_NAME_CHARS = 64
 """Longest avatar or display name in the URL (``avatar=`` / ``display=`` / ``control=``)."""
+MAX_ERROR_CHARS = 300
+"""Longest ``error`` message sent (longer ones are cut, ending with "…")."""
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _OPTIONAL = {"optional": True}  # field metadata: left out of the JSON when None
 
@@ -419,8 +421,12 @@ class ErrorReply:
 
     @classmethod
     def of(cls, exc: ProtocolError) -> ErrorReply:
-        """The reply for ``exc``: its class's code, its text."""
-        return cls(exc.code, str(exc))
+        """The reply for ``exc``: its class's code, its text (at most ``MAX_ERROR_CHARS``
+        characters: a message may quote what the client sent)."""
+        text = str(exc)
+        if len(text) > MAX_ERROR_CHARS:
+            text = text[:MAX_ERROR_CHARS - 1] + "…"
+        return cls(exc.code, text)
 
 
 @dataclass(frozen=True)

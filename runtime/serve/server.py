@@ -46,6 +46,7 @@ from runtime.serve.deadlines import MediaDeadlines, watch_media
 from runtime.serve.displays import Displays
 from runtime.serve.http import WEB_DIR, HttpRoutes
 from runtime.serve.logs import quiet_library_logs
+from runtime.serve.pacing import MessagePacer
 from runtime.serve.peer import answer_offer
 from runtime.serve.protocol import (
     MAX_MESSAGE_BYTES,
@@ -421,12 +422,16 @@ class Server:
 
     async def _receive(self, ws, client: Connection, who: str) -> None:
         """Dispatch every message until the connection closes; a refused or failed message is
-        answered with an ``error`` and the connection goes on. A connection that ends without
-        a closing handshake (the client vanished) ends it quietly."""
+        answered with an ``error`` and the connection goes on. Messages beyond the connection's
+        sustained rate are delayed (``runtime.serve.pacing``). A connection that ends without a
+        closing handshake (the client vanished) ends it quietly."""
         from websockets.exceptions import ConnectionClosed
 
+        pacer = MessagePacer()
         try:
             async for raw in ws:
+                if (wait := pacer.delay()) > 0:  # a flood waits in its own TCP window
+                    await asyncio.sleep(wait)
                 try:
                     await self._dispatch(ws, client, raw)
                 except ProtocolError as exc:
