@@ -211,8 +211,10 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--public-host", action="append", default=list(C.public_hosts),
                    help="host name clients reach the server by (repeatable; IP addresses, "
                         "localhost and the --allowed-origin hosts always are)")
-    p.add_argument("--max-sessions", type=int, default=C.max_sessions,
-                   help="concurrent sessions (default %(default)s)")
+    p.add_argument("--max-sessions", type=_sessions_arg, default=C.max_sessions,
+                   help="concurrent sessions, or 'auto': the capacity facecast bench capacity "
+                        "measured on this machine (measured at start-up if none is stored) "
+                        "(default %(default)s)")
     p.add_argument("--max-controllers", type=int, default=C.max_controllers,
                    help="concurrent ?control= connections (default %(default)s)")
     p.add_argument("--offer-timeout", type=float, default=MediaDeadlines.offer_s,
@@ -224,6 +226,19 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web-dir", type=Path, default=C.web_dir,
                    help="serve the widget from this folder (default: the packaged one)")
     p.set_defaults(func=_serve)
+
+
+def _sessions_arg(text: str) -> int | str:
+    """``--max-sessions``: a positive integer or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or 'auto', not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
 
 
 def _serve(args: argparse.Namespace) -> int:

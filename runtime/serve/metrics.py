@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0)
 """Seconds; the product's target for speech onset to mouth is 0.25 s."""
@@ -23,6 +24,11 @@ class Metrics:
     * ``facecast_errors_total{code}`` (counter): ``error`` replies by code.
     * ``facecast_watchdog_restarts_total`` (counter): pipeline restarts after a stall
       (``runtime.live.scheduler``: no frame for 2 s).
+    * ``facecast_capacity_sessions`` (gauge): the session limit (configured, or measured with
+      ``--max-sessions auto``); ``facecast_load`` (gauge): sessions / capacity, what a load
+      balancer or an orchestrator routes on.
+    * ``facecast_stage_seconds_total{stage}`` (counter, after ``watch_stages``): seconds spent
+      per pipeline stage (``runtime.live.stages``), every session's frames summed.
     """
 
     def __init__(self) -> None:
@@ -46,6 +52,21 @@ class Metrics:
         self.watchdog_restarts = Counter("facecast_watchdog_restarts",
                                          "pipeline restarts after a stall (no frame for 2 s)",
                                          registry=r)
+        self.capacity = Gauge("facecast_capacity_sessions",
+                              "session limit (configured or measured)", registry=r)
+        self.load = Gauge("facecast_load", "sessions / capacity", registry=r)
+
+    def set_sessions(self, sessions: int, capacity: int) -> None:
+        """Open sessions now, out of ``capacity`` (≥ 1): the sessions, capacity and load
+        gauges."""
+        self.sessions.set(sessions)
+        self.capacity.set(capacity)
+        self.load.set(sessions / capacity)
+
+    def watch_stages(self, stages) -> None:
+        """Expose ``stages`` (a ``runtime.live.stages.StageTimes``) as
+        ``facecast_stage_seconds_total{stage}``, read at each scrape."""
+        self.registry.register(_StageCollector(stages))
 
     def on_tick(self, results: list) -> None:
         """Count one tick's frames (``Scheduler._tick`` results)."""
@@ -55,3 +76,18 @@ class Metrics:
     def text(self) -> bytes:
         """The Prometheus text exposition."""
         return generate_latest(self.registry)
+
+
+class _StageCollector:
+    """A prometheus-client collector reading a ``StageTimes`` at scrape time."""
+
+    def __init__(self, stages) -> None:
+        self.stages = stages
+
+    def collect(self):
+        family = CounterMetricFamily("facecast_stage_seconds",
+                                     "seconds per pipeline stage, all sessions' frames",
+                                     labels=["stage"])
+        for stage, seconds in self.stages.snapshot().items():
+            family.add_metric([stage], seconds)
+        yield family

@@ -102,7 +102,10 @@ class ServerConfig:
         allowed_origins: browser origins allowed besides the server's own pages.
         public_hosts: host names clients reach the server by (``Host`` header; IP addresses and
             loopback names are always allowed).
-        max_sessions: concurrent sessions (counting those still loading their avatar).
+        max_sessions: concurrent sessions (counting those still loading their avatar), or
+            "auto": the capacity measured for this machine, backend, size and fps by
+            ``facecast bench capacity`` (``runtime.bench.capacity``; measured once at start-up
+            and stored when no figure exists yet; at least 1).
         max_controllers: concurrent ``?control=`` connections, over every display.
         max_avatars: avatars kept loaded (by content hash) for new sessions.
         max_message_bytes: largest control message, UTF-8 bytes.
@@ -124,7 +127,7 @@ class ServerConfig:
     insecure: bool = False
     allowed_origins: tuple[str, ...] = ()
     public_hosts: tuple[str, ...] = ()
-    max_sessions: int = 4
+    max_sessions: int | str = 4
     max_controllers: int = 16
     max_avatars: int = 8
     max_message_bytes: int = MAX_MESSAGE_BYTES
@@ -146,7 +149,11 @@ class ServerConfig:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port must be 0–65535, got {self.port}")
         as_fps(self.fps)  # raises ValueError with the reason
-        for name in ("max_sessions", "max_controllers", "max_avatars", "max_utterances"):
+        if self.max_sessions != "auto" and (not isinstance(self.max_sessions, int)
+                                            or self.max_sessions < 1):
+            raise ValueError(f"--max-sessions must be a number ≥ 1 or 'auto', got "
+                             f"{self.max_sessions!r}")
+        for name in ("max_controllers", "max_avatars", "max_utterances"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0 < self.max_buffer_s <= 3600:
@@ -197,11 +204,15 @@ class Server:
         self.motion = MotionEngine()
         self.tts = make_tts(config.tts)
         self.scheduler = Scheduler(self.renderer, as_fps(config.fps), self.metrics)
+        self.metrics.watch_stages(self.scheduler.stages)
         self.http = HttpRoutes(config.web_dir, config.token, config.allowed_origins,
                                self.health, self.metrics, public_hosts=config.public_hosts)
         self.avatars: OrderedDict[str, object] = OrderedDict()  # content hash → AvatarState
         self._avatar_names: dict[str, str] = {}  # name or path → content hash
         self.sessions: dict[str, object] = {}
+        self.max_sessions = config.max_sessions if config.max_sessions != "auto" else 1
+        self.capacity: dict | None = None  # the measured capacity report (--max-sessions auto)
+        self.metrics.set_sessions(0, self.max_sessions)
         self._admitting = 0  # sessions admitted and still loading their avatar
         self._controllers = 0  # open ?control= connections
         self.displays = Displays(self._send_soon)
@@ -220,6 +231,8 @@ class Server:
         from websockets.asyncio.server import serve
 
         await self._avatar(self.config.avatar)  # fail at start-up, not at the first client
+        if self.config.max_sessions == "auto":
+            await self._measured_capacity()
         from runtime.audio.prosody import warm_up  # Praat's one-off cost, before the first client
 
         await asyncio.get_running_loop().run_in_executor(None, warm_up)
@@ -273,15 +286,47 @@ class Server:
                     del self._avatar_names[alias]
             return self.avatars[key]
 
+    async def _measured_capacity(self) -> None:
+        """``--max-sessions auto``: the stored capacity for this machine (``machine_key``), or
+        a measurement now (logged; stored for the next start)."""
+        from runtime.bench.capacity import (
+            load_capacity,
+            machine_key,
+            measure_capacity,
+            save_capacity,
+        )
+
+        key = machine_key(self.renderer.backend, self.config.size, self.config.fps)
+        report = load_capacity(key)
+        if report is None:
+            log.info("no capacity measured for %s yet: measuring (facecast bench capacity)", key)
+            report = await measure_capacity(self.config.backend, self.config.size,
+                                            self.config.fps)
+            path = save_capacity(key, report)
+            log.info("capacity %d sessions, stored in %s", report["capacity"], path)
+        self.capacity = report
+        self.max_sessions = max(1, int(report["capacity"]))
+        if report["capacity"] < 1:
+            log.warning("this machine did not hold one session at %s fps; admitting one anyway",
+                        wire_fps(self.config.fps))
+        self.metrics.set_sessions(len(self.sessions), self.max_sessions)
+        log.info("--max-sessions auto: %d (measured %s)", self.max_sessions,
+                 report.get("measured_at", "now"))
+
     def health(self) -> dict:
         """What ``/healthz`` reports: ``status`` ("ok", or "stalled" when sessions exist and no
-        frame was produced for 2 s, or the watchdog gave up), ``sessions``, ``ticks``,
+        frame was produced for 2 s, or the watchdog gave up), ``sessions``, ``capacity`` (the
+        session limit: configured, or measured with ``--max-sessions auto``; ``capacity_source``
+        says which), ``load`` (sessions / capacity, for a load balancer), ``ticks``,
         ``late_ticks``, ``watchdog_restarts``, ``stuck_workers`` (abandoned tick threads still
         hung), ``displays`` (names of connected displays), ``seconds_since_frame``, ``backend``,
         ``size``, ``fps``, ``uptime_s``."""
         sched = self.scheduler
         stalled = sched.stalled()
         return {"status": "stalled" if stalled else "ok", "sessions": len(self.sessions),
+                "capacity": self.max_sessions,
+                "capacity_source": "measured" if self.capacity is not None else "configured",
+                "load": round(len(self.sessions) / self.max_sessions, 3),
                 "ticks": sched.ticks, "late_ticks": sched.late_ticks,
                 "watchdog_restarts": sched.restarts, "stuck_workers": sched.abandoned_alive,
                 "displays": sorted(self.displays),
@@ -353,9 +398,9 @@ class Server:
             return
         # admission is decided and counted before the first await: concurrent connects
         # cannot all pass while an avatar loads
-        if len(self.sessions) + self._admitting >= self.config.max_sessions:
+        if len(self.sessions) + self._admitting >= self.max_sessions:
             await self._error(ws, TooManySessions(
-                f"the server holds {self.config.max_sessions} sessions; try later"))
+                f"the server holds {self.max_sessions} sessions; try later"))
             await ws.close(1013, "too many sessions")
             return
         name, display = request.avatar, request.display
@@ -381,7 +426,7 @@ class Server:
         if display is not None:
             self.displays.show(display, session)
         self.scheduler.add(session)
-        self.metrics.sessions.set(len(self.sessions))
+        self.metrics.set_sessions(len(self.sessions), self.max_sessions)
         log.info("session %s opened (avatar %s)", sid, name)
         watch = asyncio.create_task(self._watch_media(ws, client))
         try:
@@ -470,7 +515,7 @@ class Server:
         if client.pc is not None:
             await client.pc.close()
         self.sessions.pop(session.id, None)
-        self.metrics.sessions.set(len(self.sessions))
+        self.metrics.set_sessions(len(self.sessions), self.max_sessions)
         log.info("session %s closed", session.id)
         if self._reclaim_handle is None:  # one reclaim for closes that come together
             self._reclaim_handle = asyncio.get_running_loop().call_later(
