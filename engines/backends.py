@@ -12,6 +12,7 @@ No torch. ``tensorrt`` and ``cuda-python`` are imported only when a TensorRT bac
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -73,7 +74,8 @@ class OrtBackend:
         path: the .onnx file.
         device: "cpu", or "cuda" for the CUDA execution provider (CPU kept as the fallback for
             ops it lacks).
-        threads: intra-op threads (default: ONNX Runtime's choice).
+        threads: intra-op threads (default: ONNX Runtime's choice, or the cores of this
+            process's CPU affinity when that is narrower than the machine).
 
     Raises ``FileNotFoundError`` for a missing file, ``RuntimeError`` when "cuda" is asked for
     and this onnxruntime has no CUDA provider, ``ValueError`` for another device.
@@ -97,6 +99,11 @@ class OrtBackend:
         else:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         options = ort.SessionOptions()
+        usable = len(os.sched_getaffinity(0))
+        if threads is None and usable < (os.cpu_count() or usable):
+            # ONNX Runtime's default pool pins a thread to every physical core and so escapes
+            # a narrowed affinity (taskset, a container's cpuset): size it to what we may use
+            threads = usable
         if threads is not None:
             options.intra_op_num_threads = int(threads)
         # Idle intra-op threads sleep instead of spin-waiting: the renderer shares the CPU with

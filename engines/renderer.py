@@ -56,11 +56,15 @@ class AvatarSource:
 
 
 class _TorchGraph:
-    """Backend-shaped adapter around the torch encoder or renderer (``backend="torch"``)."""
+    """Backend-shaped adapter around the torch encoder or renderer (``backend="torch"``): on the
+    GPU when torch sees one ("torch-cuda"; inputs copied there and results back), else the CPU
+    ("torch-cpu"). This is how GPU speed is measured where ONNX Runtime has no CUDA build."""
 
-    def __init__(self, module, input_names: list[str], output_names: list[str]):
-        self.module = module
-        self.name = "torch-cpu"
+    def __init__(self, module, input_names: list[str], output_names: list[str],
+                 device: str = "cpu"):
+        self.module = module.to(device)
+        self.device = device
+        self.name = f"torch-{device}"
         self.input_names = input_names
         self.output_names = output_names
 
@@ -68,17 +72,21 @@ class _TorchGraph:
         import torch
 
         with torch.inference_mode():
-            args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
-            return [self.module(*args).numpy()]
+            args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device)
+                    for n in self.input_names]
+            return [self.module(*args).cpu().numpy()]
 
 
 def _torch_graphs(size: int, checkpoint: Path) -> tuple[Backend, Backend]:
+    import torch
+
     from engines.training.renderer_model import load_checkpoint
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder, renderer = load_checkpoint(str(checkpoint), size=size)
-    return (_TorchGraph(encoder, ["source"], ["source_features"]),
+    return (_TorchGraph(encoder, ["source"], ["source_features"], device),
             _TorchGraph(renderer, ["source", "source_features", "source_keypoints",
-                                   "driving_keypoints"], ["frames"]))
+                                   "driving_keypoints"], ["frames"], device))
 
 
 class NeuralRenderer:
