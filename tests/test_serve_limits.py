@@ -341,9 +341,10 @@ PEER_PROCESS = textwrap.dedent("""
 def test_a_peer_that_vanishes_with_its_websocket_open_is_closed(server) -> None:
     """The media peer lives in another process and is SIGKILLed: the WebSocket stays open, so
     only the missing RTCP feedback can tell (4 s in this server)."""
+    peer = subprocess.Popen([sys.executable, "-c", PEER_PROCESS], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
     async def main():
-        peer = subprocess.Popen([sys.executable, "-c", PEER_PROCESS], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
         try:
             async with AvatarClient(server.ws_url) as c:
                 offer = json.loads(await asyncio.to_thread(peer.stdout.readline))
