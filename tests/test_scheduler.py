@@ -89,6 +89,7 @@ class _FakeSession:
         self.avatar = _Avatar()
         self.frame = 0
         self.frames_dropped = 0
+        self.render_video = True
         self.delivered: list[tuple[int, object, list]] = []
 
     def advance(self, stages=None) -> FrameJob:

@@ -240,6 +240,11 @@ def test_sessions_without_working_media_are_closed_and_freed(server) -> None:
         from aiortc import RTCPeerConnection
 
         async with AvatarClient(server.ws_url) as idle:  # never offers
+            await asyncio.sleep(1.0)
+            session = server.server.sessions[idle.ready["session"]]
+            # nobody watches it: its frames are advanced (audio, events) but never rendered
+            assert session.frames_rendered == 0 and session.frames_unwatched >= 10
+            assert session.frames_dropped == 0
             timeout = await idle.wait_for(lambda m: m.get("code") == "media_timeout", 15)
             assert "no offer within 8 s" in timeout["message"]
             await asyncio.sleep(0.2)
@@ -260,6 +265,7 @@ def test_sessions_without_working_media_are_closed_and_freed(server) -> None:
         async with AvatarClient(server.ws_url) as good:  # a working peer is never closed
             await good.start_media()
             await good.wait_video(frames=25)
+            assert server.server.sessions[good.ready["session"]].frames_rendered >= 25
             await asyncio.sleep(6.0)  # past every deadline
             assert good.ws.close_code is None
             assert not any(m.get("code") == "media_timeout" for _t, m in good.received.events)

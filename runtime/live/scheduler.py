@@ -325,37 +325,43 @@ class Scheduler:
             pass
 
     def _tick(self, sessions: list, render: bool) -> list[tuple]:
-        """Worker thread: advance every session, render in one batch, paste, wrap as ``av``
-        frames stamped by each session's clock. Returns [(FrameJob, av.VideoFrame | None,
+        """Worker thread: advance every session, render the watched ones
+        (``Session.render_video``) in one batch, paste, wrap as ``av`` frames stamped by each
+        session's clock. Returns [(FrameJob, av.VideoFrame | None,
         [av.AudioFrame, ...]), ...] in the order of ``sessions``."""
         from engines.renderer import to_uint8
 
         started = time.perf_counter()
         jobs = [s.advance(self.stages) for s in sessions]
         frames: list = [None] * len(jobs)
-        if render and jobs:
-            drv = np.stack([j.keypoints for j in jobs]).astype(np.float32)
+        watched = [i for i, s in enumerate(sessions) if s.render_video]
+        if render and watched:
+            drv = np.stack([jobs[i].keypoints for i in watched]).astype(np.float32)
             t0 = time.perf_counter()
-            crops = to_uint8(self.renderer.render([s.avatar.source for s in sessions], drv))
+            crops = to_uint8(self.renderer.render([sessions[i].avatar.source for i in watched],
+                                                  drv))
             render_s = time.perf_counter() - t0
             self.stages.add("render", render_s)
             if self.metrics is not None:
                 self.metrics.render_seconds.observe(render_s)
 
-            def composite(i: int):
+            def composite(k: int):
                 t = time.perf_counter()
+                i = watched[k]
                 s = sessions[i]
-                frame = video_frame(s.clock, jobs[i].index, s.avatar.compositor.paste(crops[i]))
+                frame = video_frame(s.clock, jobs[i].index, s.avatar.compositor.paste(crops[k]))
                 self.stages.add("composite", time.perf_counter() - t)
                 return frame
 
-            if len(jobs) == 1 or self.composite_threads == 1:
-                frames = [composite(i) for i in range(len(jobs))]
+            if len(watched) == 1 or self.composite_threads == 1:
+                done = [composite(k) for k in range(len(watched))]
             else:
                 if self._pool is None:
                     self._pool = concurrent.futures.ThreadPoolExecutor(
                         self.composite_threads, thread_name_prefix="facecast-composite")
-                frames = list(self._pool.map(composite, range(len(jobs))))
+                done = list(self._pool.map(composite, range(len(watched))))
+            for i, frame in zip(watched, done):
+                frames[i] = frame
         out = []
         for job, frame in zip(jobs, frames):
             out.append((job, frame, audio_frames(job.session.clock, job.index, job.audio)))

@@ -128,6 +128,11 @@ class Session:
         self.closed = False
         self.frames_rendered = 0
         self.frames_dropped = 0
+        self.frames_unwatched = 0
+        self.render_video = True
+        """False while nobody receives the session's video (a server session before its peer
+        connects, or while its peer sends no feedback): the scheduler then skips its render and
+        paste-back, and its audio, events and speech timeline go on as before."""
         self.audio_frames_dropped = 0
         self.video_track = SessionVideoTrack()
         self.audio_track = SessionAudioTrack()
@@ -233,11 +238,14 @@ class Session:
         return events
 
     def deliver(self, job: FrameJob, video_frame, audio_frames: list) -> None:
-        """Queue one frame's output on the tracks (``video_frame`` None = dropped) and send its
-        events. On the event loop."""
+        """Queue one frame's output on the tracks (``video_frame`` None: dropped, or not
+        rendered because nobody watches: ``render_video``) and send its events. On the event
+        loop."""
         if self.closed:
             return
-        if video_frame is None:
+        if video_frame is None and not self.render_video:
+            self.frames_unwatched += 1
+        elif video_frame is None:
             self.frames_dropped += 1
         else:
             self.frames_rendered += 1

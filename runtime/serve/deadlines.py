@@ -12,6 +12,11 @@ Three deadlines, each answered by closing the session (``runtime.serve.server`` 
    aiortc send one about every second per received stream) keep arriving; none for
    ``feedback_s`` means the peer vanished even if its WebSocket stays open (ICE consent
    freshness, RFC 7675, takes aioice 30 s or more to notice, and was seen not to at all).
+
+Meanwhile the watch says whether anyone receives the video (``on_watched``): not before the
+peer connects, nor while its feedback has paused for ``pause_s``; the server then stops
+rendering that session's video (``Session.render_video``), so a session nobody watches costs
+its audio timeline only, not a renderer slot.
 """
 
 from __future__ import annotations
@@ -30,17 +35,19 @@ class MediaDeadlines:
         offer_s: from ``ready`` to the client's offer.
         connect_s: from the answer to the peer connection's "connected".
         feedback_s: longest gap between RTCP receiver reports once connected.
+        pause_s: a gap after which the video is no longer rendered (until reports resume).
         poll_s: how often the watch looks.
     """
 
     offer_s: float = 15.0
     connect_s: float = 20.0
     feedback_s: float = 20.0
+    pause_s: float = 3.0
     poll_s: float = 1.0
 
     def check(self) -> None:
         """Raises ValueError unless every deadline is positive and finite."""
-        for name in ("offer_s", "connect_s", "feedback_s", "poll_s"):
+        for name in ("offer_s", "connect_s", "feedback_s", "pause_s", "poll_s"):
             value = getattr(self, name)
             if not 0 < value < float("inf"):
                 raise ValueError(f"media deadline {name} must be a positive number of seconds, "
@@ -61,6 +68,7 @@ async def last_feedback(pc) -> float | None:
 
 
 async def watch_media(get_pc: Callable[[], object], deadlines: MediaDeadlines,
+                      on_watched: Callable[[bool], None] = lambda watched: None,
                       clock: Callable[[], float] = time.monotonic) -> str:
     """Watch one session's media until a deadline passes; returns why (one line of text for
     the ``media_timeout`` error and the close reason). Runs until cancelled while the media is
@@ -69,8 +77,18 @@ async def watch_media(get_pc: Callable[[], object], deadlines: MediaDeadlines,
     Args:
         get_pc: returns the session's aiortc ``RTCPeerConnection``, None before the offer.
         deadlines: the deadlines.
+        on_watched: called with True when the peer connects or its feedback resumes, False at
+            the start and when its feedback pauses for ``pause_s`` (only on changes).
         clock: monotonic seconds (injected by tests).
     """
+    state = [None]
+
+    def watched(now: bool) -> None:
+        if state[0] is not now:
+            state[0] = now
+            on_watched(now)
+
+    watched(False)
     start = clock()
     while (pc := get_pc()) is None:
         if clock() - start > deadlines.offer_s:
@@ -84,6 +102,7 @@ async def watch_media(get_pc: Callable[[], object], deadlines: MediaDeadlines,
             return f"peer connection not established within {deadlines.connect_s:g} s"
         await asyncio.sleep(deadlines.poll_s)
     heard, seen = clock(), None
+    watched(True)
     while True:
         await asyncio.sleep(deadlines.poll_s)
         if pc.connectionState in ("failed", "closed"):
@@ -93,3 +112,4 @@ async def watch_media(get_pc: Callable[[], object], deadlines: MediaDeadlines,
             heard, seen = clock(), newest
         elif clock() - heard > deadlines.feedback_s:
             return f"no RTCP feedback from the peer for {deadlines.feedback_s:g} s"
+        watched(clock() - heard <= deadlines.pause_s)

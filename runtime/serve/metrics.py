@@ -70,8 +70,11 @@ class Metrics:
 
     def on_tick(self, results: list) -> None:
         """Count one tick's frames (``Scheduler._tick`` results)."""
-        for _job, frame, _audio in results:
-            (self.frames_dropped if frame is None else self.frames_rendered).inc()
+        for job, frame, _audio in results:
+            if frame is not None:
+                self.frames_rendered.inc()
+            elif job.session.render_video:  # not rendered because nobody watches: not dropped
+                self.frames_dropped.inc()
 
     def text(self) -> bytes:
         """The Prometheus text exposition."""

@@ -438,8 +438,12 @@ class Server:
             await self._close_session(client)
 
     async def _watch_media(self, ws, client: Connection) -> None:
-        """Close the session when a media deadline passes (``runtime.serve.deadlines``)."""
-        reason = await watch_media(lambda: client.pc, self.config.deadlines)
+        """Close the session when a media deadline passes, and render its video only while
+        its peer receives it (``runtime.serve.deadlines``)."""
+        def on_watched(watched: bool) -> None:
+            client.session.render_video = watched
+
+        reason = await watch_media(lambda: client.pc, self.config.deadlines, on_watched)
         log.info("session %s: %s; closing it", client.session.id, reason)
         await self._error(ws, MediaTimeout(reason))
         await ws.close(1008, reason[:120])
