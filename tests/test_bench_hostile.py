@@ -82,8 +82,12 @@ def test_quick_run_reports_every_figure(quick_report: dict) -> None:
     assert r["count"] == len(r["cases"]) == len(H.select_cases(quick=True))
     assert r["handled"] + r["failed"] == r["count"]
     assert r["failed_names"] == [c["name"] for c in r["cases"] if not c["handled"]]
+    assert any("fds" in c for c in r["cases"])
     for c in r["cases"]:
-        assert set(c) == {"name", "group", "handled", "detail", "seconds", "t_s"}
+        base = {"name", "group", "handled", "detail", "seconds", "t_s"}
+        assert base <= set(c) <= base | {"fds", "threads", "rss_mb"}
+        for key in {"fds", "threads", "rss_mb"} & set(c):  # the server's, before and after
+            assert len(c[key]) == 2 and min(c[key]) > 0
         assert c["group"] in H.GROUPS and isinstance(c["handled"], bool)
         assert isinstance(c["detail"], str) and c["detail"]
     wb = r["well_behaved"]

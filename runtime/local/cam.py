@@ -185,14 +185,15 @@ class CamSession(Session):
         self.carries: dict[int, tuple[int, int]] = {}  # output frame → mic range it plays
         self.latencies: list[float] = []
 
-    def advance(self):
-        """Feed one slice of microphone audio, then ``Session.advance()``. Worker thread."""
+    def advance(self, stages=None):
+        """Feed one slice of microphone audio, then ``Session.advance(stages)``. Worker
+        thread."""
         if self.feed is not None:
             tick = self.frame
             got = self.feed.step(self.queue)
             if got is not None:
                 self.carries[tick + self.lookahead] = got
-        return super().advance()
+        return super().advance(stages)
 
     def deliver(self, job, video_frame, audio_frames: list) -> None:
         """``Session.deliver`` (tracks, events, counters), then latency and the sinks."""
