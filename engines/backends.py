@@ -109,11 +109,9 @@ class OrtBackend:
         # Idle intra-op threads sleep instead of spin-waiting: the renderer shares the CPU with
         # the compositor, the encoder and other sessions, and spinning threads starve them.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # No CPU memory arena: the arena keeps the high-water mark of the largest batch for the
-        # life of the process (the renderer at 256: +100 MB after one batch of 4, never given
-        # back); without it memory returns once the batch shrinks, for 13.37 vs 13.07 ms a
-        # batch-1 call on the 2-core reference CPU (one run each).
-        options.enable_cpu_mem_arena = False
+        # ONNX Runtime's CPU memory arena stays on: without it RSS was higher, not lower (glibc
+        # keeps the freed blocks per thread: 408-560 vs 290-373 MB in `bench capacity` at one
+        # and two sessions) and the batch-1 render slower (15.6-17.5 vs 15.0-15.6 ms).
         self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         self.device = device
         self.name = f"onnxruntime-{device}"
