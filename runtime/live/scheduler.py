@@ -55,9 +55,15 @@ STALL_S = 2.0
 WATCHDOG_PERIOD_S = 0.25
 """How often the watchdog looks."""
 def default_composite_threads() -> int:
-    """Composite threads by default: the cores this process may use (``os.sched_getaffinity``),
-    at most 8."""
-    return max(1, min(8, len(os.sched_getaffinity(0))))
+    """Composite threads by default: half the cores this process may use
+    (``os.sched_getaffinity``), at most 8, and none besides the tick thread below 4 cores.
+
+    Paste-back releases the GIL (two threads pasted 1.85–1.98× as fast as one on an idle
+    2-core machine), but on 2 cores the renderer's and the encoders' threads already fill both:
+    there a pool of 2 made the two-session tick slower (p50 34.1–34.3 → 37.5–38.0 ms,
+    ``facecast bench capacity``, two runs each)."""
+    cores = len(os.sched_getaffinity(0))
+    return 1 if cores < 4 else min(8, cores // 2)
 
 
 MAX_ABANDONED = 3
