@@ -23,6 +23,23 @@ SPEECH_DATA = "data/speech"
 """Where ``tools/prepare_speech.py`` writes the speech corpus by default."""
 
 
+def _face_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("video", help="the video to judge (one talking face; any format FFmpeg reads)")
+    p.add_argument("--sheet", default=None,
+                   help="also write a contact sheet PNG here (most open mouth, most closed "
+                        "eyes, a neutral frame)")
+    add_json(p)
+    p.set_defaults(func=_face)
+
+
+def _face(args: argparse.Namespace) -> int:
+    quiet_native_logs()
+    from runtime.evals.face import evaluate_face
+
+    return print_json(evaluate_face(Path(args.video), Path(args.sheet) if args.sheet else None),
+                      args)
+
+
 def _lipsync_options(p: argparse.ArgumentParser) -> None:
     from runtime.evals.lipsync import evaluate
 
@@ -127,6 +144,8 @@ def _webcam(args: argparse.Namespace) -> int:
 
 
 COMMANDS: Commands = {
+    "face": (("what a viewer sees of a talking face in any video (blinks, mouth interior, "
+              "mouth range, flicker), judged by mediapipe"), _face_options),
     "lipsync": ("lip-sync figures of the motion model on held-out speech", _lipsync_options),
     "renderer": ("the renderer against its teacher, judged by mediapipe", _renderer_options),
     "sync": ("lip sync of a rendered video, judged by mediapipe", _sync_options),
