@@ -14,9 +14,9 @@ runs each command. ``facecast COMMAND --help`` lists a command's options and the
 * ``facecast cam`` — the avatar speaks with the microphone, live, to a virtual camera, a window
   and/or an MP4
 * ``facecast build-engines [ONNX ...]`` — build TensorRT engines (FP16) for this GPU
-* ``facecast bench rig|motion|renderer|latency|soak`` — speed of the parts, end-to-end latency
+* ``facecast bench rig|motion|renderer|latency|soak|hostile|capacity`` — speed of the parts, end-to-end latency
   over WebRTC on loopback, and the long soak, as JSON (``runtime.bench``)
-* ``facecast eval lipsync|renderer|sync|webcam`` — quality figures as JSON (``runtime.evals``)
+* ``facecast eval lipsync|renderer|sync|webcam|face`` — quality figures as JSON (``runtime.evals``)
 
 Each default is written once, where the code that runs the command keeps it: a field of its
 options dataclass (``ServerConfig``, ``RenderOptions``, ``CamOptions``, ``KioskOptions``,
