@@ -68,6 +68,37 @@ class BundleError(ValueError):
     """A bundle is missing, incomplete, damaged or inconsistent; the message names the problem."""
 
 
+class ConsentMissing(BundleError):
+    """The bundle states no consent (empty, or "not stated"): facecast does not make it speak
+    unless the operator explicitly allows it (``--allow-unconsented-avatar``)."""
+
+
+UNSTATED_CONSENT = frozenset({"", "not stated", "unknown", "none"})
+"""Consent statements that state nothing (compared stripped and lower-cased)."""
+
+
+def consent_stated(statement: object) -> bool:
+    """Whether ``statement`` (a bundle's ``consent``) says who agreed to what: a non-empty
+    string that is not one of ``UNSTATED_CONSENT``."""
+    return isinstance(statement, str) and statement.strip().lower() not in UNSTATED_CONSENT
+
+
+def require_consent(avatar: Avatar, allow_unconsented: bool = False) -> bool:
+    """Check that ``avatar`` states the consent of the person it shows (EU AI Act art. 50
+    deployers disclose deepfakes; a face is not made to speak without its owner's agreement).
+
+    Returns True when consent is stated, False when it is not but ``allow_unconsented`` (the
+    caller logs that). Raises ConsentMissing otherwise, with a one-line message saying how to
+    fix it."""
+    if consent_stated(avatar.metadata.get("consent")):
+        return True
+    if allow_unconsented:
+        return False
+    raise ConsentMissing(
+        f"avatar {avatar.name!r} states no consent of the person it shows: enroll it again "
+        "with --consent 'who agreed, to what, when', or pass --allow-unconsented-avatar")
+
+
 @dataclass(frozen=True)
 class Avatar:
     """A validated avatar bundle in memory.

@@ -21,6 +21,7 @@ from avatars.bundle import (
     FORMAT_VERSION,
     BundleError,
     check_name,
+    consent_stated,
     inter_ocular_distance,
     user_avatar_dir,
     write_bundle,
@@ -53,7 +54,8 @@ class EnrollOptions:
     """What enrollment records and how it chooses a face.
 
     Attributes:
-        consent: the consent statement recorded in the bundle (who agreed to what).
+        consent: the consent statement recorded in the bundle (who agreed, to what, when);
+            required: ``enroll`` refuses an empty or "not stated" one.
         source: where the image came from (defaults to the file name).
         licence: the image's licence.
         attribution: credit line for the image.
@@ -61,7 +63,7 @@ class EnrollOptions:
         overwrite: replace an existing bundle of the same name.
     """
 
-    consent: str = "not stated"
+    consent: str = ""
     source: str | None = None
     licence: str = "unknown"
     attribution: str = ""
@@ -245,13 +247,16 @@ def enroll(
     Returns the bundle folder.
 
     Raises:
-        EnrollError: bad image, no face, several faces, face too small, bad name, or the bundle
-            exists already (without ``options.overwrite``).
+        EnrollError: no consent statement, bad image, no face, several faces, face too small,
+            bad name, or the bundle exists already (without ``options.overwrite``).
     """
     try:
         check_name(name)
     except BundleError as exc:
         raise EnrollError(str(exc)) from None
+    if not consent_stated(options.consent):
+        raise EnrollError("a consent statement is required: --consent 'who agreed, to what, "
+                          "when' (facecast makes a real person's face say things)")
     folder = Path(out_dir) if out_dir is not None else user_avatar_dir()
     folder = folder / name
     if folder.exists() and not options.overwrite:

@@ -41,6 +41,7 @@ from runtime.cli_args import (
     EXIT_BAD_INPUT,
     EXIT_OK,
     Commands,
+    add_allow_unconsented,
     add_avatar,
     add_backend,
     add_json,
@@ -63,8 +64,9 @@ def _enroll_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="portrait image file (PNG, JPEG, WebP, ...), at most "
                                  f"{MAX_PIXELS / 1e6:g} MP")
     p.add_argument("--name", required=True, help="avatar name: letters, digits, '_' or '-'")
-    p.add_argument("--consent", default=EnrollOptions.consent,
-                   help="consent statement recorded in the bundle (who agreed to what)")
+    p.add_argument("--consent", required=True,
+                   help="consent statement recorded in the bundle: who agreed, to what, when "
+                        "(required; serve, cam, kiosk and render refuse bundles without one)")
     p.add_argument("--out", default=None,
                    help="parent folder for the bundle (default: $FACECAST_AVATAR_DIR or "
                         "~/.local/share/facecast/avatars)")
@@ -87,8 +89,6 @@ def _enroll(args: argparse.Namespace) -> int:
                             overwrite=args.force)
     folder = enroll(args.image, args.name, args.out, options)
     print(f"enrolled {args.name!r} -> {folder}")
-    if args.consent == EnrollOptions.consent:
-        print("note: no --consent given; enroll only faces whose owner agreed", file=sys.stderr)
     return EXIT_OK
 
 
@@ -150,6 +150,7 @@ def _render_options(p: argparse.ArgumentParser) -> None:
     add_backend(p, RenderOptions.backend)
     p.add_argument("--seed", type=int, default=RenderOptions.seed,
                    help="seed of blinks and head motion (default %(default)s)")
+    add_allow_unconsented(p)
     add_json(p, "print the summary as one JSON line")
     p.set_defaults(func=_render)
 
@@ -162,6 +163,9 @@ def _render(args: argparse.Namespace) -> int:
     from runtime.offline.render import RenderOptions, render_audio, render_text, terminal_progress
 
     avatar = avatars.load(args.avatar)
+    if not avatars.bundle.require_consent(avatar, args.allow_unconsented_avatar):
+        print(f"warning: avatar {avatar.name!r} states no consent; rendering it because "
+              "--allow-unconsented-avatar was given", file=sys.stderr)
     options = RenderOptions(fps=args.fps, size=args.size, backend=args.backend, seed=args.seed)
     update, close = terminal_progress("render")
     try:
@@ -225,6 +229,7 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tts", default=C.tts, help="TTS engine (see facecast render --help)")
     p.add_argument("--web-dir", type=Path, default=C.web_dir,
                    help="serve the widget from this folder (default: the packaged one)")
+    add_allow_unconsented(p)
     p.set_defaults(func=_serve)
 
 
@@ -255,7 +260,8 @@ def _serve(args: argparse.Namespace) -> int:
                           insecure=args.insecure, allowed_origins=tuple(args.allowed_origin),
                           public_hosts=tuple(args.public_host),
                           max_sessions=args.max_sessions, max_controllers=args.max_controllers,
-                          deadlines=deadlines, tts=args.tts, web_dir=args.web_dir)
+                          deadlines=deadlines, tts=args.tts, web_dir=args.web_dir,
+                          allow_unconsented=args.allow_unconsented_avatar)
     config.check()
     with backend_errors_as_input_errors():
         run(config)
@@ -306,6 +312,7 @@ def _kiosk_options(p: argparse.ArgumentParser) -> None:
                    help="rotated files kept (default %(default)s)")
     add_size(p, K.size)
     add_backend(p, K.backend)
+    add_allow_unconsented(p)
     p.set_defaults(func=_kiosk)
 
 
@@ -320,7 +327,8 @@ def _kiosk(args: argparse.Namespace) -> int:
                            display=args.display,
                            log_file=Path(args.log_file) if args.log_file else None,
                            log_max_bytes=int(args.log_max_mb * 1024 * 1024),
-                           log_backups=args.log_backups, say=args.say, mic=args.mic)
+                           log_backups=args.log_backups, say=args.say, mic=args.mic,
+                           allow_unconsented=args.allow_unconsented_avatar)
     with backend_errors_as_input_errors():
         return run_kiosk(options)
 
@@ -373,6 +381,7 @@ def _cam_options(p: argparse.ArgumentParser) -> None:
                    help="--drive webcam: camera index, /dev/videoN, or a video file "
                         "(default %(default)s)")
     add_json(p, "print the report as one JSON line")
+    add_allow_unconsented(p)
     p.set_defaults(func=_cam)
 
 
@@ -382,7 +391,8 @@ def _cam(args: argparse.Namespace) -> int:
     options = CamOptions(avatar=args.avatar, device=args.device, vcam=args.vcam,
                          preview=args.preview, record=args.record, seconds=args.seconds,
                          size=args.size, fps=args.fps, backend=args.backend,
-                         threads=args.threads, seed=args.seed, vcam_device=args.vcam_device)
+                         threads=args.threads, seed=args.seed, vcam_device=args.vcam_device,
+                         allow_unconsented=args.allow_unconsented_avatar)
     drive = None
     if args.drive == "webcam":  # head, blinks and expression from the camera; mouth from the mic
         import avatars

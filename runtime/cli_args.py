@@ -65,6 +65,14 @@ def add_avatar(p: argparse.ArgumentParser, default: str,
     p.add_argument("--avatar", default=default, help=f"{help} (default %(default)r)")
 
 
+def add_allow_unconsented(p: argparse.ArgumentParser) -> None:
+    """``--allow-unconsented-avatar``: run a bundle that states no consent (logged); without it
+    such a bundle is refused (``avatars.bundle.require_consent``)."""
+    p.add_argument("--allow-unconsented-avatar", action="store_true",
+                   help="run an avatar whose bundle states no consent of the person it shows "
+                        "(logged); without it such a bundle is refused")
+
+
 def add_size(p: argparse.ArgumentParser, default: int,
              help: str = "renderer face crop side in pixels") -> None:
     """``--size R``, one of ``engines.renderer.SIZES``, defaulting to ``default``."""

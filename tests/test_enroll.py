@@ -15,8 +15,12 @@ from runtime.cli import main
 
 pytest.importorskip("mediapipe")
 
+CONSENT = "Public-domain test image; enrolled by facecast's tests, 2026-12-05."
+
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    if argv[:1] == ("enroll",) and "--consent" not in argv:
+        argv = (*argv, "--consent", CONSENT)
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
@@ -54,7 +58,7 @@ def test_jpeg_with_exif_rotation(astronaut: np.ndarray, tmp_path: Path) -> None:
     exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
     path = tmp_path / "phone.jpg"
     sideways.save(path, quality=95, exif=exif)
-    folder = E.enroll(path, "phone", tmp_path / "av")
+    folder = E.enroll(path, "phone", tmp_path / "av", E.EnrollOptions(consent=CONSENT))
     a = avatars.load(folder)
     assert a.image.shape == (512, 512, 3)
     right_eye, left_eye = a.landmarks[33], a.landmarks[263]
@@ -122,3 +126,17 @@ def test_existing_bundle_needs_force(astronaut: np.ndarray, tmp_path: Path, caps
     assert (out_dir / "a" / "avatar.json").read_bytes() == before
     assert _run(capsys, "enroll", str(img), "--name", "a", "--out", str(out_dir), "--force")[0] == 0
     assert sorted(p.name for p in out_dir.iterdir()) == ["a"], "no temporary folders left"
+
+
+def test_enroll_requires_a_consent_statement(astronaut: np.ndarray, tmp_path: Path,
+                                             capsys) -> None:
+    img = save_png(astronaut, tmp_path / "a.png")
+    out_dir = tmp_path / "av"
+    with pytest.raises(SystemExit) as exc:  # argparse: --consent is required
+        main(["enroll", str(img), "--name", "a", "--out", str(out_dir)])
+    assert exc.value.code == 2 and "--consent" in capsys.readouterr().err
+    for empty in ("not stated", "  "):
+        _assert_refused(capsys, out_dir, "a consent statement is required", str(img),
+                        "--name", "a", "--consent", empty)
+    with pytest.raises(E.EnrollError, match="consent statement is required"):
+        E.enroll(img, "a", out_dir)  # the Python API too

@@ -28,10 +28,11 @@ def _driving(avatar: avatars.Avatar, size: int, n: int, seed: int) -> np.ndarray
 def hopper(tmp_path_factory: pytest.TempPathFactory) -> avatars.Avatar:
     """A second avatar, enrolled from matplotlib's Grace Hopper portrait."""
     cbook = pytest.importorskip("matplotlib.cbook")
-    from avatars.enroll import enroll
+    from avatars.enroll import EnrollOptions, enroll
 
     image = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    folder = enroll(image, "hopper", tmp_path_factory.mktemp("avatars"))
+    folder = enroll(image, "hopper", tmp_path_factory.mktemp("avatars"),
+                    EnrollOptions(consent="Public-domain U.S. Navy portrait; test avatar."))
     return avatars.load(str(folder))
 
 

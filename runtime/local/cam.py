@@ -77,6 +77,8 @@ class CamOptions:
         size: renderer crop side (256 or 512). fps: frame rate (must divide 48000).
         backend, threads: renderer backend and ONNX Runtime threads.
         seed: behaviour seed. vcam_device: virtual camera device (e.g. /dev/video2).
+        allow_unconsented: run an avatar whose bundle states no consent (logged); else such a
+            bundle is refused (``avatars.bundle.require_consent``).
     """
 
     avatar: str = "default"
@@ -91,6 +93,7 @@ class CamOptions:
     threads: int | None = None
     seed: int = 0
     vcam_device: str | None = None
+    allow_unconsented: bool = False
 
 
 class MicFeed:
@@ -363,8 +366,11 @@ def run_cam(options: CamOptions, stop: threading.Event | None = None,
     if options.seconds is not None and not (options.seconds > 0 and math.isfinite(options.seconds)):
         raise ValueError("--seconds must be a positive number")
 
+    avatar = avatars.load(options.avatar)  # a bundle, not models: cheap, and refused first
+    if not avatars.bundle.require_consent(avatar, options.allow_unconsented):
+        log.warning("avatar %r states no consent; running it because "
+                    "--allow-unconsented-avatar was given", avatar.name)
     device = find_device(options.device)  # fail on a bad device before loading models
-    avatar = avatars.load(options.avatar)
     height, width = (s // 2 * 2 for s in avatar.image.shape[:2])
     sinks = _open_sinks(options, width, height, f"facecast — {avatar.name}")
     try:

@@ -63,6 +63,7 @@ class KioskOptions:
         log_file: rotating log file (None: ``default_log_file()``). log_max_bytes, log_backups:
         rotation. say: text spoken once the page is connected. read_stdin: speak each line of
         standard input. mic: microphone device (name, index, or "default") or None (no mic).
+        allow_unconsented: show an avatar whose bundle states no consent (logged).
     """
 
     avatar: str = "default"
@@ -80,6 +81,7 @@ class KioskOptions:
     say: str | None = None
     read_stdin: bool = True
     mic: str | None = None
+    allow_unconsented: bool = False
 
 
 def state_dir() -> Path:
@@ -308,7 +310,8 @@ def run_kiosk(options: KioskOptions) -> int:
     log.info("kiosk starting (log file %s, rotated at %d bytes, %d backups)",
              handler.baseFilename, options.log_max_bytes, options.log_backups)
     config = ServerConfig(host="127.0.0.1", port=options.port, avatar=options.avatar,
-                          size=options.size, fps=options.fps, backend=options.backend)
+                          size=options.size, fps=options.fps, backend=options.backend,
+                          allow_unconsented=options.allow_unconsented)
     config.check()
 
     async def main() -> None:

@@ -113,6 +113,8 @@ class ServerConfig:
         session, seconds. max_utterances: most utterances queued per session.
         deadlines: the media deadlines (``runtime.serve.deadlines.MediaDeadlines``).
         tts: TTS spec (``runtime.audio.tts.make_tts``). seed: behaviour seed base.
+        allow_unconsented: serve avatars whose bundle states no consent (each logged once);
+            else the default avatar stops start-up and a client's gets ``bad_avatar``.
     """
 
     host: str = "127.0.0.1"
@@ -137,6 +139,7 @@ class ServerConfig:
     deadlines: MediaDeadlines = field(default_factory=MediaDeadlines)
     tts: str | None = None
     seed: int = 0
+    allow_unconsented: bool = False
 
     def check(self) -> None:
         """Raises ValueError for an unsafe or impossible configuration (one line saying which
@@ -274,6 +277,9 @@ class Server:
             if key is None or key not in self.avatars:
                 loop = asyncio.get_running_loop()
                 avatar = await loop.run_in_executor(None, avatars.load, name)
+                if not avatars.bundle.require_consent(avatar, self.config.allow_unconsented):
+                    log.warning("avatar %r states no consent; serving it because "
+                                "--allow-unconsented-avatar was given", avatar.name)
                 key = avatar.metadata["content_hash"]
                 if key not in self.avatars:
                     self.avatars[key] = await loop.run_in_executor(
