@@ -44,9 +44,11 @@ from runtime.cli_args import (
     add_allow_unconsented,
     add_avatar,
     add_backend,
+    add_badge,
     add_json,
     add_size,
     backend_errors_as_input_errors,
+    badge_from,
     param_default,
     quiet_native_logs,
 )
@@ -151,6 +153,7 @@ def _render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=RenderOptions.seed,
                    help="seed of blinks and head motion (default %(default)s)")
     add_allow_unconsented(p)
+    add_badge(p)
     add_json(p, "print the summary as one JSON line")
     p.set_defaults(func=_render)
 
@@ -166,7 +169,10 @@ def _render(args: argparse.Namespace) -> int:
     if not avatars.bundle.require_consent(avatar, args.allow_unconsented_avatar):
         print(f"warning: avatar {avatar.name!r} states no consent; rendering it because "
               "--allow-unconsented-avatar was given", file=sys.stderr)
-    options = RenderOptions(fps=args.fps, size=args.size, backend=args.backend, seed=args.seed)
+    options = RenderOptions(fps=args.fps, size=args.size, backend=args.backend, seed=args.seed,
+                            badge=badge_from(args))
+    if options.badge is None:
+        print("warning: the AI-generated disclosure badge is off (--no-badge)", file=sys.stderr)
     update, close = terminal_progress("render")
     try:
         with backend_errors_as_input_errors():
@@ -230,6 +236,7 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web-dir", type=Path, default=C.web_dir,
                    help="serve the widget from this folder (default: the packaged one)")
     add_allow_unconsented(p)
+    add_badge(p)
     p.set_defaults(func=_serve)
 
 
@@ -261,7 +268,8 @@ def _serve(args: argparse.Namespace) -> int:
                           public_hosts=tuple(args.public_host),
                           max_sessions=args.max_sessions, max_controllers=args.max_controllers,
                           deadlines=deadlines, tts=args.tts, web_dir=args.web_dir,
-                          allow_unconsented=args.allow_unconsented_avatar)
+                          allow_unconsented=args.allow_unconsented_avatar,
+                          badge=badge_from(args))
     config.check()
     with backend_errors_as_input_errors():
         run(config)
@@ -313,6 +321,7 @@ def _kiosk_options(p: argparse.ArgumentParser) -> None:
     add_size(p, K.size)
     add_backend(p, K.backend)
     add_allow_unconsented(p)
+    add_badge(p)
     p.set_defaults(func=_kiosk)
 
 
@@ -328,7 +337,8 @@ def _kiosk(args: argparse.Namespace) -> int:
                            log_file=Path(args.log_file) if args.log_file else None,
                            log_max_bytes=int(args.log_max_mb * 1024 * 1024),
                            log_backups=args.log_backups, say=args.say, mic=args.mic,
-                           allow_unconsented=args.allow_unconsented_avatar)
+                           allow_unconsented=args.allow_unconsented_avatar,
+                           badge=badge_from(args))
     with backend_errors_as_input_errors():
         return run_kiosk(options)
 
@@ -382,6 +392,7 @@ def _cam_options(p: argparse.ArgumentParser) -> None:
                         "(default %(default)s)")
     add_json(p, "print the report as one JSON line")
     add_allow_unconsented(p)
+    add_badge(p)
     p.set_defaults(func=_cam)
 
 
@@ -392,7 +403,8 @@ def _cam(args: argparse.Namespace) -> int:
                          preview=args.preview, record=args.record, seconds=args.seconds,
                          size=args.size, fps=args.fps, backend=args.backend,
                          threads=args.threads, seed=args.seed, vcam_device=args.vcam_device,
-                         allow_unconsented=args.allow_unconsented_avatar)
+                         allow_unconsented=args.allow_unconsented_avatar,
+                         badge=badge_from(args))
     drive = None
     if args.drive == "webcam":  # head, blinks and expression from the camera; mouth from the mic
         import avatars

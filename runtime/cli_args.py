@@ -73,6 +73,28 @@ def add_allow_unconsented(p: argparse.ArgumentParser) -> None:
                         "(logged); without it such a bundle is refused")
 
 
+def add_badge(p: argparse.ArgumentParser) -> None:
+    """``--badge-text``, ``--badge-corner`` and ``--no-badge``: the visible disclosure in every
+    frame (``runtime.disclosure``; on by default)."""
+    from runtime.disclosure import CORNERS, Badge
+
+    p.add_argument("--badge-text", default=Badge.text,
+                   help="the disclosure badge's text (default %(default)r)")
+    p.add_argument("--badge-corner", default=Badge.corner, choices=CORNERS,
+                   help="corner of the badge; another is used if it would cover the face "
+                        "(default %(default)s)")
+    p.add_argument("--no-badge", action="store_true",
+                   help="no visible AI-generated badge (logged; disclose it another way)")
+
+
+def badge_from(args: argparse.Namespace):
+    """The ``runtime.disclosure.Badge`` the ``add_badge`` options ask for, None with
+    ``--no-badge``. Raises ValueError for a bad text."""
+    from runtime.disclosure import Badge
+
+    return None if args.no_badge else Badge(args.badge_text, args.badge_corner)
+
+
 def add_size(p: argparse.ArgumentParser, default: int,
              help: str = "renderer face crop side in pixels") -> None:
     """``--size R``, one of ``engines.renderer.SIZES``, defaulting to ``default``."""

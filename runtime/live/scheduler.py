@@ -129,13 +129,15 @@ class AvatarState:
     compositor: object  # runtime.compositor.Compositor
 
     @staticmethod
-    def build(name: str, avatar: Avatar, renderer) -> AvatarState:
+    def build(name: str, avatar: Avatar, renderer, badge=None) -> AvatarState:
+        """Prepare ``avatar`` for ``renderer``; ``badge``: the disclosure badge of its frames
+        (``runtime.disclosure.Badge``; None: none)."""
         from avatars.rig import Rig
         from runtime.compositor import Compositor
 
         return AvatarState(name, avatar, renderer.prepare(avatar),
                            Rig.for_avatar(avatar, renderer.size),
-                           Compositor(avatar, renderer.size))
+                           Compositor(avatar, renderer.size, badge))
 
 
 @dataclass

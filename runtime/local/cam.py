@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engines.audio import OUTPUT_SAMPLE_RATE
+from runtime.disclosure import Badge
 from runtime.live.session import Session
 from runtime.local.mic import Chunk
 from runtime.local.sinks import Sink
@@ -79,6 +80,8 @@ class CamOptions:
         seed: behaviour seed. vcam_device: virtual camera device (e.g. /dev/video2).
         allow_unconsented: run an avatar whose bundle states no consent (logged); else such a
             bundle is refused (``avatars.bundle.require_consent``).
+        badge: the disclosure badge in every frame (``runtime.disclosure.Badge``; None: off,
+            logged).
     """
 
     avatar: str = "default"
@@ -94,6 +97,7 @@ class CamOptions:
     seed: int = 0
     vcam_device: str | None = None
     allow_unconsented: bool = False
+    badge: Badge | None = field(default_factory=Badge)
 
 
 class MicFeed:
@@ -391,7 +395,10 @@ async def _run(options: CamOptions, avatar, device, sinks: list[Sink], stop: thr
     loop = asyncio.get_running_loop()
     renderer = await loop.run_in_executor(
         None, lambda: NeuralRenderer(options.size, options.backend, threads=options.threads))
-    state = await loop.run_in_executor(None, AvatarState.build, avatar.name, avatar, renderer)
+    if options.badge is None:
+        log.warning("the AI-generated disclosure badge is off (--no-badge)")
+    state = await loop.run_in_executor(None, AvatarState.build, avatar.name, avatar, renderer,
+                                       options.badge)
     motion = await loop.run_in_executor(None, MotionEngine)
     scheduler = Scheduler(renderer, options.fps)
     # the run ends on the first of: --seconds, Ctrl-C, ``stop``, the window closed, the mic gone

@@ -36,8 +36,10 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from runtime.disclosure import Badge
 
 log = logging.getLogger("facecast.kiosk")
 
@@ -64,6 +66,7 @@ class KioskOptions:
         rotation. say: text spoken once the page is connected. read_stdin: speak each line of
         standard input. mic: microphone device (name, index, or "default") or None (no mic).
         allow_unconsented: show an avatar whose bundle states no consent (logged).
+        badge: the disclosure badge in every frame (None: off, logged).
     """
 
     avatar: str = "default"
@@ -82,6 +85,7 @@ class KioskOptions:
     read_stdin: bool = True
     mic: str | None = None
     allow_unconsented: bool = False
+    badge: Badge | None = field(default_factory=Badge)
 
 
 def state_dir() -> Path:
@@ -311,7 +315,7 @@ def run_kiosk(options: KioskOptions) -> int:
              handler.baseFilename, options.log_max_bytes, options.log_backups)
     config = ServerConfig(host="127.0.0.1", port=options.port, avatar=options.avatar,
                           size=options.size, fps=options.fps, backend=options.backend,
-                          allow_unconsented=options.allow_unconsented)
+                          allow_unconsented=options.allow_unconsented, badge=options.badge)
     config.check()
 
     async def main() -> None:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import numpy as np
 from avatars.bundle import Avatar
 from engines.audio import OUTPUT_SAMPLE_RATE, SAMPLE_RATE
 from runtime.clock import AvClock, as_fps
+from runtime.disclosure import Badge
 from runtime.offline.mp4 import Mp4Writer
 
 LEAD_IN_S = 0.3
@@ -47,6 +48,7 @@ class RenderOptions:
         crf: x264 constant rate factor (0–51, lower is better quality).
         preset: x264 speed preset.
         threads: ONNX Runtime threads (None: its default).
+        badge: the disclosure badge in every frame (``runtime.disclosure.Badge``; None: off).
     """
 
     fps: float | str = 25
@@ -57,6 +59,7 @@ class RenderOptions:
     crf: int = 20
     preset: str = "veryfast"
     threads: int | None = None
+    badge: Badge | None = field(default_factory=Badge)
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ def render_audio(avatar: Avatar, audio: np.ndarray, sample_rate: int, out_path: 
         anim = animate(a16, n_frames, float(fps), options.seed)
         rig = Rig.for_avatar(avatar, options.size)
         keypoints = rig.keypoints(anim.coeffs, anim.pose)
-        compositor = Compositor(avatar, options.size)
+        compositor = Compositor(avatar, options.size, options.badge)
 
         crops: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
         worker = threading.Thread(target=_render_batches, name="facecast-render",

@@ -39,6 +39,7 @@ import numpy as np
 from engines.audio import OUTPUT_SAMPLE_RATE
 from runtime.audio.tts import MAX_TEXT_CHARS
 from runtime.clock import as_fps, wire_fps
+from runtime.disclosure import Badge
 from runtime.live.events import SessionEvent, SpeechStarted
 from runtime.live.speech import MAX_UTTERANCES
 from runtime.serve.auth import LOOPBACK_HOSTS, check_secret
@@ -115,6 +116,8 @@ class ServerConfig:
         tts: TTS spec (``runtime.audio.tts.make_tts``). seed: behaviour seed base.
         allow_unconsented: serve avatars whose bundle states no consent (each logged once);
             else the default avatar stops start-up and a client's gets ``bad_avatar``.
+        badge: the disclosure badge in every frame (``runtime.disclosure.Badge``); None only
+            when the operator turned it off (``--no-badge``, logged).
     """
 
     host: str = "127.0.0.1"
@@ -140,6 +143,7 @@ class ServerConfig:
     tts: str | None = None
     seed: int = 0
     allow_unconsented: bool = False
+    badge: Badge | None = field(default_factory=Badge)
 
     def check(self) -> None:
         """Raises ValueError for an unsafe or impossible configuration (one line saying which
@@ -249,6 +253,8 @@ class Server:
         self.port = self._ws_server.sockets[0].getsockname()[1]
         self.scheduler.start()
         log.info("serving on http://%s:%d", self.config.host, self.port)
+        if self.config.badge is None:
+            log.warning("the AI-generated disclosure badge is off (--no-badge)")
 
     async def stop(self) -> None:
         """Close every connection, stop listening and the frame clock."""
@@ -283,7 +289,8 @@ class Server:
                 key = avatar.metadata["content_hash"]
                 if key not in self.avatars:
                     self.avatars[key] = await loop.run_in_executor(
-                        None, AvatarState.build, avatar.name, avatar, self.renderer)
+                        None, AvatarState.build, avatar.name, avatar, self.renderer,
+                        self.config.badge)
                 self._avatar_names[name] = key
             self.avatars.move_to_end(key)
             while len(self.avatars) > self.config.max_avatars:
