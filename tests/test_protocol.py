@@ -155,7 +155,8 @@ def test_session_events_serialise_to_the_json_sent_before() -> None:
 def test_server_messages_serialise_to_the_json_sent_before() -> None:
     cases = [
         (p.Ready("s1", "default", 25, 48000),
-         {"type": "ready", "session": "s1", "avatar": "default", "fps": 25, "sample_rate": 48000}),
+         {"type": "ready", "session": "s1", "avatar": "default", "fps": 25, "sample_rate": 48000,
+          "disclosure": "AI-generated", "badge": True}),
         (p.ControllerReady("lobby", False, None),
          {"type": "ready", "control": "lobby", "display_connected": False, "session": None}),
         (p.Answer("v=0"), {"type": "answer", "sdp": "v=0", "sdp_type": "answer"}),

@@ -134,9 +134,20 @@ def test_demo_page_speaks_and_interrupts(server, page, tmp_path):
         arg=EXPECTED_VIDEO_WIDTH,
         timeout=FIRST_FRAME_TIMEOUT_MS,
     )
-    wait_for_event(page, "ready")
+    ready = wait_for_event(page, "ready")
     wait_for_event(page, "connected")
     assert page.evaluate("document.querySelector('#avatar').connectionState") == "connected"
+    # the disclosure: in `ready`, as a visible label over the video and in its accessible name
+    assert ready[0]["disclosure"] == "AI-generated" and ready[0]["badge"] is True, ready
+    label = page.evaluate("""() => {
+      const root = document.querySelector('#avatar').shadowRoot;
+      const el = root.querySelector('.disclosure');
+      return {text: el.textContent, hidden: el.hidden, visible: el.offsetWidth > 0,
+              aria: root.querySelector('video').getAttribute('aria-label'),
+              prop: document.querySelector('#avatar').disclosure};
+    }""")
+    assert label == {"text": "AI-generated", "hidden": False, "visible": True,
+                     "aria": "AI-generated avatar video", "prop": "AI-generated"}, label
     before = page.evaluate(AUDIO_STATS_JS)
     assert before is not None, "no inbound audio stream"
 

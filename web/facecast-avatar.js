@@ -22,7 +22,8 @@
 // Properties: state ("idle" | "speaking" | "disconnected"), connectionState, session (the server's
 //   `ready` message), videoElement, peerConnection, microphoneActive, sdpTransform,
 //   reconnectAttempts (failed attempts since media last flowed), nextReconnectMs (the pending
-//   wait, or null).
+//   wait, or null), disclosure (the server's disclosure text, e.g. "AI-generated", shown as a
+//   label over the video (part "disclosure") and in the video's aria-label; also in `ready`).
 // Events (CustomEvent, detail = the server message, or a {type, …} object for local ones):
 //   ready, statechange, speechstart, speechend, error, connected, disconnected, message,
 //   reconnecting ({attempt, delayMs}).
@@ -79,10 +80,23 @@ const TEMPLATE = `
     transition: opacity 0.25s;
   }
   .status[hidden] { display: block; opacity: 0; }
+  .disclosure {
+    position: absolute;
+    left: 10px;
+    top: 10px;
+    padding: 3px 9px;
+    border-radius: 999px;
+    background: rgba(10, 12, 16, 0.72);
+    color: #fff;
+    font: 600 12px/1.3 system-ui, sans-serif;
+    pointer-events: none;
+  }
+  .disclosure[hidden] { display: none; }
   .status.error { background: rgba(150, 28, 28, 0.85); }
   .status.action { pointer-events: auto; cursor: pointer; }
 </style>
-<video part="video" playsinline autoplay></video>
+<video part="video" playsinline autoplay aria-label="AI-generated avatar video"></video>
+<div class="disclosure" part="disclosure" hidden>AI-generated</div>
 <div class="status" part="status" role="status" aria-live="polite"></div>
 `;
 
@@ -370,6 +384,7 @@ export class FacecastAvatar extends HTMLElement {
     switch (msg.type) {
       case "ready":
         this._session = msg;
+        this._showDisclosure(msg.disclosure || "AI-generated");
         this._emit("ready", msg);
         this._setState("idle", { type: "state", state: "idle" });
         this._setStatus("Starting video…");
@@ -836,6 +851,19 @@ export class FacecastAvatar extends HTMLElement {
     el.hidden = false;
     el.classList.toggle("error", Boolean(isError));
     el.classList.toggle("action", Boolean(isAction));
+  }
+
+  /** Show the disclosure label (EU AI Act art. 50) and name the video for assistive tech. */
+  _showDisclosure(text) {
+    const label = this.shadowRoot.querySelector(".disclosure");
+    label.textContent = text;
+    label.hidden = false;
+    this.shadowRoot.querySelector("video").setAttribute("aria-label", `${text} avatar video`);
+  }
+
+  /** The disclosure the server sent (`ready.disclosure`, e.g. "AI-generated"), or null. */
+  get disclosure() {
+    return this._session ? this._session.disclosure || "AI-generated" : null;
   }
 
   _emit(name, detail) {

@@ -381,14 +381,18 @@ def parse_message(raw: str | bytes, limits: Limits = Limits()) -> ControlMessage
 # --- server → client --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Ready:
-    """Sent once when a session is accepted: its id, avatar, video ``fps`` and audio
-    ``sample_rate`` (Hz)."""
+    """Sent once when a session is accepted: its id, avatar, video ``fps``, audio
+    ``sample_rate`` (Hz), and the disclosure: ``disclosure`` is the text a client shows
+    beside the video (the frames' badge text), ``badge`` whether the frames carry the badge
+    (``runtime.disclosure``)."""
 
     type: ClassVar[str] = "ready"
     session: str
     avatar: str
     fps: int | float
     sample_rate: int
+    disclosure: str = "AI-generated"
+    badge: bool = True
 
 
 @dataclass(frozen=True)

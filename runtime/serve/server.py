@@ -443,7 +443,10 @@ class Server:
         log.info("session %s opened (avatar %s)", sid, name)
         watch = asyncio.create_task(self._watch_media(ws, client))
         try:
-            await self._send(ws, Ready(sid, name, wire_fps(self.config.fps), OUTPUT_SAMPLE_RATE))
+            badge = self.config.badge
+            await self._send(ws, Ready(sid, name, wire_fps(self.config.fps), OUTPUT_SAMPLE_RATE,
+                                       badge.text if badge is not None else Badge.text,
+                                       badge is not None))
             await self._receive(ws, client, f"session {sid}")
         finally:
             watch.cancel()
