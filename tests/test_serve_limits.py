@@ -17,6 +17,8 @@ import time
 import numpy as np
 import pytest
 
+from runtime.bench.hostile.cases_signaling import PEER_PROCESS
+from runtime.bench.hostile.clients import strip_sdp
 from runtime.serve.client import AvatarClient
 from runtime.serve.deadlines import MediaDeadlines
 from runtime.serve.server import ServerConfig, serve_in_thread
@@ -202,10 +204,6 @@ def test_queued_utterances_are_bounded_and_phantoms_refused(server) -> None:
     run(main())
 
 
-def _offer_without(lines: tuple[str, ...], sdp: str) -> str:
-    return "\r\n".join(ln for ln in sdp.split("\r\n") if not ln.startswith(lines))
-
-
 def test_offers_it_cannot_answer_are_refused_clearly(server) -> None:
     async def main():
         from aiortc import RTCPeerConnection
@@ -220,7 +218,7 @@ def test_offers_it_cannot_answer_are_refused_clearly(server) -> None:
             "garbage": ("hello", "no m=audio or m=video"),
             "media-less": (good[:good.index("m=audio")], "no m=audio or m=video"),
             "audio-only": (audio_only, "no m=video"),
-            "no fingerprint": (_offer_without(("a=fingerprint",), good), "a=fingerprint"),
+            "no fingerprint": (strip_sdp(good, "a=fingerprint"), "a=fingerprint"),
             "sendonly": (good.replace("a=recvonly", "a=sendonly"), "sendonly"),
         }
         async with AvatarClient(server.ws_url) as c:
@@ -253,8 +251,8 @@ def test_sessions_without_working_media_are_closed_and_freed(server) -> None:
         pc.addTransceiver("audio", direction="recvonly")
         pc.addTransceiver("video", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
-        stripped = _offer_without(("a=candidate", "a=end-of-candidates"),
-                                  pc.localDescription.sdp)
+        stripped = strip_sdp(pc.localDescription.sdp, "a=candidate",
+                             "a=end-of-candidates")
         async with AvatarClient(server.ws_url) as mute:  # answered, ICE never connects
             answer = await mute.request({"type": "offer", "sdp": stripped}, "answer")
             assert answer["type"] == "answer"
@@ -321,27 +319,6 @@ def test_log_lines_of_one_kind_are_rate_limited() -> None:
     late = record("client %s misbehaved")
     assert limit.filter(late) and "95 more like this dropped" in late.getMessage()
     json.dumps(late.getMessage())
-
-
-PEER_PROCESS = textwrap.dedent("""
-    import asyncio, json, sys
-    from aiortc import RTCPeerConnection, RTCSessionDescription
-
-    async def main():
-        pc = RTCPeerConnection()
-        pc.addTransceiver("audio", direction="recvonly")
-        pc.addTransceiver("video", direction="recvonly")
-        await pc.setLocalDescription(await pc.createOffer())
-        print(json.dumps(pc.localDescription.sdp), flush=True)
-        answer = json.loads(await asyncio.get_running_loop().run_in_executor(None, input))
-        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-        while pc.connectionState != "connected":
-            await asyncio.sleep(0.05)
-        print("connected", flush=True)
-        await asyncio.sleep(3600)  # until SIGKILL: no BYE, no DTLS close, no ICE goodbye
-
-    asyncio.run(main())
-""")
 
 
 def test_a_peer_that_vanishes_with_its_websocket_open_is_closed(server) -> None:

@@ -217,17 +217,25 @@ def blink_events(ratio: np.ndarray, threshold: float = BLINK_RATIO,
 # --- decoding and tracking -----------------------------------------------------------------
 
 
+def open_media(path: Path):
+    """``av.open(path)`` for reading; raises ValueError (one line) for a file that is not
+    readable media."""
+    import av  # evaluation-only dependency, imported on use
+
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise ValueError(f"cannot decode {path}: not a readable media file ({why})") from None
+
+
 def read_frames(path: Path) -> Iterator[tuple[float, np.ndarray]]:
     """(presentation time in seconds, uint8 RGB [H, W, 3]) of every frame of the first video
     stream of ``path``, decoded by PyAV in presentation order. Raises ValueError for a file that
     is not readable media, has no video, or a frame without a pts."""
-    import av  # evaluation-only dependency, imported on use
+    import av
 
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as exc:
-        why = getattr(exc, "strerror", None) or str(exc)
-        raise ValueError(f"cannot decode {path}: not a readable media file ({why})") from None
+    container = open_media(path)
     with container:
         if not container.streams.video:
             raise ValueError(f"{path} has no video stream")

@@ -110,12 +110,9 @@ def _decode(path: Path) -> _Decoded:
     import mediapipe as mp
 
     from avatars.enroll import native_stderr_silenced
+    from runtime.evals.face import open_media
 
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as exc:
-        why = getattr(exc, "strerror", None) or str(exc)
-        raise ValueError(f"cannot decode {path}: not a readable media file ({why})") from None
+    container = open_media(path)
     with container:
         if not container.streams.video:
             raise ValueError(f"{path} has no video stream")

@@ -134,6 +134,20 @@ async def _burst_2000_paced(t: Target) -> Outcome:
                 f"session meanwhile min {np.min(fps):.0f} fps")
 
 
+async def _wrong_refusals(refused: list[tuple[Probe, object]], code: str) -> list[str]:
+    """What is wrong with connections that did not get ``ready``: each must have been refused
+    with ``error`` ``code`` and closed with 1013 (an exception is wrong too)."""
+    bad = []
+    for p, first in refused:
+        if not isinstance(first, dict):
+            bad.append(f"{type(first).__name__}: {str(first)[:80]}")
+            continue
+        closed = await p.wait_closed(3)
+        if first.get("code") != code or closed != 1013:
+            bad.append(f"{err(first)} close {closed}")
+    return bad
+
+
 async def _admission_burst(t: Target) -> Outcome:
     """10 concurrent connects while K slots are free: at most K get ``ready``, the others
     ``too_many_sessions`` and close 1013; afterwards the slots are free again."""
@@ -145,14 +159,7 @@ async def _admission_burst(t: Target) -> Outcome:
         ready = [p for p, f in zip(probes, firsts)
                  if isinstance(f, dict) and f.get("type") == "ready"]
         refused = [(p, f) for p, f in zip(probes, firsts) if p not in ready]
-        bad = []
-        for p, f in refused:
-            if not isinstance(f, dict):
-                bad.append(f"{type(f).__name__}: {str(f)[:80]}")
-                continue
-            code = await p.wait_closed(3)
-            if f.get("code") != "too_many_sessions" or code != 1013:
-                bad.append(f"{err(f)} close {code}")
+        bad = await _wrong_refusals(refused, "too_many_sessions")
     finally:
         await asyncio.gather(*(p.close() for p in probes))
     freed, h2 = await settled(t)
@@ -177,14 +184,7 @@ async def _controller_burst(t: Target) -> Outcome:
         ready = sum(isinstance(f, dict) and f.get("type") == "ready" for f in firsts)
         refused = [(p, f) for p, f in zip(probes, firsts)
                    if not (isinstance(f, dict) and f.get("type") == "ready")]
-        bad = []
-        for p, f in refused:
-            if not isinstance(f, dict):
-                bad.append(f"{type(f).__name__}: {str(f)[:80]}")
-                continue
-            code = await p.wait_closed(3)
-            if f.get("code") != "too_many_controllers" or code != 1013:
-                bad.append(f"{err(f)} close {code}")
+        bad = await _wrong_refusals(refused, "too_many_controllers")
     finally:
         await asyncio.gather(*(p.close() for p in probes))
     fds1 = fds0 + 999

@@ -8,6 +8,7 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -151,7 +152,7 @@ def bad_query(query: str, code: str, close: int = 1008) -> Run:
 
 
 BAD_AVATARS = [("etc", "/etc", True), ("dotdot_x", "../x", False),
-               ("root_ssh", "/root/.ssh", False), ("abs_dot_default", None, False),
+               ("home_ssh", str(Path.home() / ".ssh"), False), ("abs_dot_default", None, False),
                ("dot_default", "./default", False), ("dotdot", "..", False), ("dot", ".", False),
                ("default_dotdot_default", "default/../default", False),
                ("tilde_root", "~root", False), ("windows_path", "C:\\Windows", False),
