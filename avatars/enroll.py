@@ -99,6 +99,44 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise EnrollError(f"cannot read image {p}: {exc}") from None
 
 
+PROTOBUF_BACKEND_VAR = "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"
+"""mediapipe 0.10.21 declares protobuf < 5, while livekit and pipecat need protobuf >= 5. With
+protobuf 5.29 its Face Mesh graph fails to parse under protobuf's default (upb) backend and works
+under the pure-Python one, with the same 478 landmarks and no measurable cost (measured 2026-12,
+``../shared/RECIPES.md``, "Agent frameworks beside mediapipe"). The backend is chosen once, when
+protobuf is first imported: ``facecast`` sets this variable at its entry (``runtime.cli.main``),
+the test suite in ``tests/conftest.py``, and ``import_mediapipe`` whenever protobuf is not yet
+loaded."""
+
+
+def use_python_protobuf() -> None:
+    """Select protobuf's pure-Python backend for this process, if protobuf is not imported yet
+    (``PROTOBUF_BACKEND_VAR``); an explicit setting in the environment is kept."""
+    os.environ.setdefault(PROTOBUF_BACKEND_VAR, "python")
+
+
+def import_mediapipe():
+    """Import and return ``mediapipe`` with protobuf's pure-Python backend (see
+    ``PROTOBUF_BACKEND_VAR``).
+
+    Raises RuntimeError when protobuf was already imported with another backend in this process
+    (the Face Mesh graph would fail to parse later with a less clear message): set
+    ``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python`` before the process starts, or measure in
+    a separate process. ImportError when mediapipe is not installed."""
+    if "google.protobuf" not in sys.modules:
+        use_python_protobuf()
+    from google.protobuf.internal import api_implementation
+
+    if api_implementation.Type() != "python":
+        raise RuntimeError(
+            f"mediapipe's Face Mesh needs protobuf's pure-Python backend, but protobuf was "
+            f"imported with the {api_implementation.Type()!r} one; set "
+            f"{PROTOBUF_BACKEND_VAR}=python before starting Python")
+    import mediapipe
+
+    return mediapipe
+
+
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
     """Send file descriptor 2 to /dev/null for the duration: mediapipe's C++ side (glog, absl,
@@ -125,7 +163,7 @@ def detect_faces(image: np.ndarray, max_faces: int = 4) -> list[np.ndarray]:
     Returns one float32 [478, 3] array per face, in pixels of ``image`` (z scaled by the image
     width, as mediapipe's normalised z is), largest face first.
     """
-    import mediapipe as mp  # enrollment-only dependency
+    mp = import_mediapipe()  # enrollment-only dependency
 
     h, w = image.shape[:2]
     with native_stderr_silenced(), mp.solutions.face_mesh.FaceMesh(

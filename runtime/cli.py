@@ -510,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facecast`` console script. Returns the process exit status: 0, or
     1 with one line on stderr for bad input (argparse exits with 2 on a malformed command
     line)."""
+    from avatars.enroll import use_python_protobuf
+
+    use_python_protobuf()  # before anything imports protobuf: mediapipe beside livekit/pipecat
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     from avatars.bundle import BundleError

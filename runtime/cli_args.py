@@ -75,8 +75,8 @@ def add_allow_unconsented(p: argparse.ArgumentParser) -> None:
 
 def add_badge(p: argparse.ArgumentParser) -> None:
     """``--badge-text``, ``--badge-corner`` and ``--no-badge``: the visible disclosure in every
-    frame (``runtime.disclosure``; on by default)."""
-    from runtime.disclosure import CORNERS, Badge
+    frame (``runtime.provenance.disclosure``; on by default)."""
+    from runtime.provenance.disclosure import CORNERS, Badge
 
     p.add_argument("--badge-text", default=Badge.text,
                    help="the disclosure badge's text (default %(default)r)")
@@ -88,9 +88,9 @@ def add_badge(p: argparse.ArgumentParser) -> None:
 
 
 def badge_from(args: argparse.Namespace):
-    """The ``runtime.disclosure.Badge`` the ``add_badge`` options ask for, None with
+    """The ``runtime.provenance.disclosure.Badge`` the ``add_badge`` options ask for, None with
     ``--no-badge``. Raises ValueError for a bad text."""
-    from runtime.disclosure import Badge
+    from runtime.provenance.disclosure import Badge
 
     return None if args.no_badge else Badge(args.badge_text, args.badge_corner)
 

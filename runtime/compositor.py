@@ -2,7 +2,7 @@
 
 Outside the mask (mask value 0, which includes everything outside the crop box) the output is
 the source image bit for bit — with the disclosure badge drawn in, when one is given
-(``runtime.disclosure``: drawn once into the base image, outside the crop box); inside,
+(``runtime.provenance.disclosure``: drawn once into the base image, outside the crop box); inside,
 ``out = source·(1 − m) + crop·m`` rounded to uint8.
 """
 
@@ -20,7 +20,7 @@ class Compositor:
     Args:
         avatar: the avatar whose image, crop box and mask are used.
         crop_size: side R of the rendered crops.
-        badge: the disclosure badge drawn into every frame (``runtime.disclosure.Badge``), or
+        badge: the disclosure badge drawn into every frame (``runtime.provenance.disclosure.Badge``), or
             None for none (the products pass one by default; evaluations pass none).
 
     ``paste(crop)`` takes uint8 [R, R, 3] (or float [3, R, R] / [R, R, 3] in [0, 1]) and returns
@@ -30,7 +30,7 @@ class Compositor:
     def __init__(self, avatar: Avatar, crop_size: int, badge=None):
         self.image = avatar.image
         if badge is not None:
-            from runtime.disclosure import draw_badge
+            from runtime.provenance.disclosure import draw_badge
 
             self.image = draw_badge(avatar.image, badge, avoid=avatar.crop_box)
         self.badge = badge

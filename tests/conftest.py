@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("GLOG_minloglevel", "2")
+# mediapipe 0.10.21 beside protobuf >= 5 (livekit, pipecat): avatars.enroll.PROTOBUF_BACKEND_VAR
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
 import avatars
 from avatars.rig import Rig

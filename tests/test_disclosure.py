@@ -10,7 +10,7 @@ import pytest
 
 import avatars
 from runtime.compositor import Compositor
-from runtime.disclosure import CORNERS, Badge, badge_box, draw_badge
+from runtime.provenance.disclosure import CORNERS, Badge, badge_box, draw_badge
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@
 #
 # Safe to run again: system packages are installed only when missing, the virtual environment
 # (.venv) is reused, and pip runs only when requirements.lock or pyproject.toml changed.
-# Environment: PYTHON=/path/to/python3.X picks the interpreter (3.10-3.12; mediapipe 0.10.21 has
-# no wheels for newer ones); FACECAST_VENV=DIR puts the environment elsewhere.
+# Environment: PYTHON=/path/to/python3.X picks the interpreter (3.11-3.12; mediapipe 0.10.21 has
+# no wheels for newer ones, pipecat's onnxruntime none for older); FACECAST_VENV=DIR puts the environment elsewhere.
 set -euo pipefail
 
 mode="${1:-demo}"
@@ -36,15 +36,15 @@ as_root() {
 }
 
 pick_python() {
-  local candidates=("${PYTHON:-}" python3.12 python3.11 python3.10 python3) c
+  local candidates=("${PYTHON:-}" python3.12 python3.11 python3) c
   for c in "${candidates[@]}"; do
     [ -n "$c" ] || continue
     command -v "$c" >/dev/null 2>&1 || continue
-    if "$c" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' 2>/dev/null; then
+    if "$c" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else 1)' 2>/dev/null; then
       echo "$c"; return 0
     fi
   done
-  log "no Python 3.10-3.12 found (set PYTHON=/path/to/python3.X)"; return 1
+  log "no Python 3.11-3.12 found (set PYTHON=/path/to/python3.X)"; return 1
 }
 
 ensure_system_packages() {

@@ -56,7 +56,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -184,7 +184,7 @@ def save_capacity(key: str, report: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = _read_all(path)
     entry = dict(report)
-    entry.setdefault("measured_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    entry.setdefault("measured_at", datetime.now(UTC).isoformat(timespec="seconds"))
     data[key] = entry
     fd, tmp = tempfile.mkstemp(prefix=".capacity-", suffix=".tmp", dir=path.parent)
     try:

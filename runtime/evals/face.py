@@ -276,9 +276,9 @@ class Track:
 
 def measure(path: Path) -> Track:
     """Decode ``path`` and measure every frame (Face Mesh in tracking mode, one face)."""
-    import mediapipe as mp  # evaluation-only dependency
+    from avatars.enroll import import_mediapipe, native_stderr_silenced
 
-    from avatars.enroll import native_stderr_silenced
+    mp = import_mediapipe()  # evaluation-only dependency
 
     track = Track()
     prev: tuple[np.ndarray, np.ndarray] | None = None  # (luma, stable region) of last frame

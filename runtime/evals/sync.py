@@ -107,11 +107,11 @@ class _Decoded:
 def _decode(path: Path) -> _Decoded:
     """Decode ``path`` and measure the mouth in every video frame (see the module docstring)."""
     import av  # PyAV and mediapipe: evaluation-only dependencies, imported on use
-    import mediapipe as mp
 
-    from avatars.enroll import native_stderr_silenced
+    from avatars.enroll import import_mediapipe, native_stderr_silenced
     from runtime.evals.face import open_media
 
+    mp = import_mediapipe()
     container = open_media(path)
     with container:
         if not container.streams.video:

@@ -131,7 +131,7 @@ class AvatarState:
     @staticmethod
     def build(name: str, avatar: Avatar, renderer, badge=None) -> AvatarState:
         """Prepare ``avatar`` for ``renderer``; ``badge``: the disclosure badge of its frames
-        (``runtime.disclosure.Badge``; None: none)."""
+        (``runtime.provenance.disclosure.Badge``; None: none)."""
         from avatars.rig import Rig
         from runtime.compositor import Compositor
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engines.audio import OUTPUT_SAMPLE_RATE
-from runtime.disclosure import Badge
+from runtime.provenance.disclosure import Badge
 from runtime.live.session import Session
 from runtime.local.mic import Chunk
 from runtime.local.sinks import Sink
@@ -80,7 +80,7 @@ class CamOptions:
         seed: behaviour seed. vcam_device: virtual camera device (e.g. /dev/video2).
         allow_unconsented: run an avatar whose bundle states no consent (logged); else such a
             bundle is refused (``avatars.bundle.require_consent``).
-        badge: the disclosure badge in every frame (``runtime.disclosure.Badge``; None: off,
+        badge: the disclosure badge in every frame (``runtime.provenance.disclosure.Badge``; None: off,
             logged).
     """
 

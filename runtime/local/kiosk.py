@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.disclosure import Badge
+from runtime.provenance.disclosure import Badge
 
 log = logging.getLogger("facecast.kiosk")
 

@@ -22,7 +22,7 @@ import numpy as np
 from avatars.bundle import Avatar
 from engines.audio import OUTPUT_SAMPLE_RATE, SAMPLE_RATE
 from runtime.clock import AvClock, as_fps
-from runtime.disclosure import Badge
+from runtime.provenance.disclosure import Badge
 from runtime.offline.mp4 import Mp4Writer
 
 LEAD_IN_S = 0.3
@@ -48,7 +48,7 @@ class RenderOptions:
         crf: x264 constant rate factor (0–51, lower is better quality).
         preset: x264 speed preset.
         threads: ONNX Runtime threads (None: its default).
-        badge: the disclosure badge in every frame (``runtime.disclosure.Badge``; None: off).
+        badge: the disclosure badge in every frame (``runtime.provenance.disclosure.Badge``; None: off).
     """
 
     fps: float | str = 25

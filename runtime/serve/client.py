@@ -18,7 +18,7 @@ import numpy as np
 from runtime.serve.protocol import Audio, ControlMessage, Offer, Speak, encode
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 
 @dataclass

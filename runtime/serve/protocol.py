@@ -384,7 +384,7 @@ class Ready:
     """Sent once when a session is accepted: its id, avatar, video ``fps``, audio
     ``sample_rate`` (Hz), and the disclosure: ``disclosure`` is the text a client shows
     beside the video (the frames' badge text), ``badge`` whether the frames carry the badge
-    (``runtime.disclosure``)."""
+    (``runtime.provenance.disclosure``)."""
 
     type: ClassVar[str] = "ready"
     session: str

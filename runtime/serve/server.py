@@ -39,7 +39,7 @@ import numpy as np
 from engines.audio import OUTPUT_SAMPLE_RATE
 from runtime.audio.tts import MAX_TEXT_CHARS
 from runtime.clock import as_fps, wire_fps
-from runtime.disclosure import Badge
+from runtime.provenance.disclosure import Badge
 from runtime.live.events import SessionEvent, SpeechStarted
 from runtime.live.speech import MAX_UTTERANCES
 from runtime.serve.auth import LOOPBACK_HOSTS, check_secret
@@ -116,7 +116,7 @@ class ServerConfig:
         tts: TTS spec (``runtime.audio.tts.make_tts``). seed: behaviour seed base.
         allow_unconsented: serve avatars whose bundle states no consent (each logged once);
             else the default avatar stops start-up and a client's gets ``bad_avatar``.
-        badge: the disclosure badge in every frame (``runtime.disclosure.Badge``); None only
+        badge: the disclosure badge in every frame (``runtime.provenance.disclosure.Badge``); None only
             when the operator turned it off (``--no-badge``, logged).
     """
 

@@ -34,9 +34,9 @@ class FaceTracker:
 
     def __init__(self, min_detection_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5) -> None:
-        import mediapipe as mp
+        from avatars.enroll import import_mediapipe, native_stderr_silenced
 
-        from avatars.enroll import native_stderr_silenced
+        mp = import_mediapipe()
 
         with native_stderr_silenced():
             self._mesh = mp.solutions.face_mesh.FaceMesh(

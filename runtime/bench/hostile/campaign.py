@@ -80,7 +80,7 @@ async def _run_one(c: Case, t: Target) -> dict[str, Any]:
         ok, detail = await asyncio.wait_for(c.run(t), c.timeout)
     except CaseFailed as exc:
         ok, detail = False, str(exc)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         ok, detail = False, f"no outcome within {c.timeout:g} s"
     except Exception as exc:  # noqa: BLE001 - a case's failure is its finding
         text = str(exc).strip().splitlines()

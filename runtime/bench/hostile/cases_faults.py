@@ -154,7 +154,7 @@ def cli_case(name: str, *argv: str, port: bool = False, quick: bool = False) -> 
                                                     stderr=subprocess.PIPE, env=env)
         try:
             _out, stderr = await asyncio.wait_for(proc.communicate(), 25)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             return False, "still running after 25 s (it started?)"

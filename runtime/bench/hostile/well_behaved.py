@@ -48,7 +48,7 @@ class WellBehaved:
         self.thread.start()
         try:
             await self._on_loop(self._start(), 90)
-        except (OSError, asyncio.TimeoutError, TimeoutError, ConnectionError) as exc:
+        except (OSError, TimeoutError, ConnectionError) as exc:
             raise RuntimeError(f"the well-behaved session did not start: {exc}") from exc
 
     async def _start(self) -> None:
