@@ -8,6 +8,7 @@ runs each command. ``facecast COMMAND --help`` lists a command's options and the
 * ``facecast serve`` — the real-time server: WebRTC to the web widget, control over WebSocket
   (``web/PROTOCOL.md``)
 * ``facecast token --secret SECRET`` — a signed, expiring token for ``serve --token``
+* ``facecast verify FILE`` — the invisible watermark and the C2PA credentials of a video or image
 * ``facecast kiosk`` — serve and show the avatar full screen in Chromium, for screens that run
   for days; apps speak via ``/ws?control=kiosk``
 * ``facecast devices`` — the microphones PortAudio sees
@@ -45,10 +46,12 @@ from runtime.cli_args import (
     add_avatar,
     add_backend,
     add_badge,
+    add_c2pa,
     add_json,
     add_size,
     backend_errors_as_input_errors,
     badge_from,
+    c2pa_identity_from,
     param_default,
     quiet_native_logs,
 )
@@ -154,6 +157,7 @@ def _render_options(p: argparse.ArgumentParser) -> None:
                    help="seed of blinks and head motion (default %(default)s)")
     add_allow_unconsented(p)
     add_badge(p)
+    add_c2pa(p)
     add_json(p, "print the summary as one JSON line")
     p.set_defaults(func=_render)
 
@@ -170,9 +174,13 @@ def _render(args: argparse.Namespace) -> int:
         print(f"warning: avatar {avatar.name!r} states no consent; rendering it because "
               "--allow-unconsented-avatar was given", file=sys.stderr)
     options = RenderOptions(fps=args.fps, size=args.size, backend=args.backend, seed=args.seed,
-                            badge=badge_from(args))
+                            badge=badge_from(args), watermark=not args.no_watermark,
+                            c2pa_identity=c2pa_identity_from(args),
+                            speech=f"audio:{os.path.basename(args.audio)}" if args.audio else "audio")
     if options.badge is None:
         print("warning: the AI-generated disclosure badge is off (--no-badge)", file=sys.stderr)
+    if not options.watermark:
+        print("warning: the invisible watermark is off (--no-watermark)", file=sys.stderr)
     update, close = terminal_progress("render")
     try:
         with backend_errors_as_input_errors():
@@ -269,7 +277,7 @@ def _serve(args: argparse.Namespace) -> int:
                           max_sessions=args.max_sessions, max_controllers=args.max_controllers,
                           deadlines=deadlines, tts=args.tts, web_dir=args.web_dir,
                           allow_unconsented=args.allow_unconsented_avatar,
-                          badge=badge_from(args))
+                          badge=badge_from(args), watermark=not args.no_watermark)
     config.check()
     with backend_errors_as_input_errors():
         run(config)
@@ -291,6 +299,26 @@ def _token(args: argparse.Namespace) -> int:
     if not args.secret:
         raise ValueError("--secret must not be empty")
     print(issue_token(args.secret, args.ttl))
+    return EXIT_OK
+
+
+def _verify_options(p: argparse.ArgumentParser) -> None:
+    from runtime.provenance.verify import MAX_FRAMES
+
+    p.add_argument("file", help="a video or an image")
+    p.add_argument("--frames", type=int, default=MAX_FRAMES,
+                   help="most video frames decoded, spread over the file (default %(default)s)")
+    add_json(p, "print the report as one JSON line")
+    p.set_defaults(func=_verify)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from runtime.provenance.verify import verify
+
+    if args.frames < 1:
+        raise ValueError("--frames must be at least 1")
+    report = verify(args.file, args.frames)
+    print(json.dumps(report.to_json()) if args.json else report.summary())
     return EXIT_OK
 
 
@@ -338,7 +366,7 @@ def _kiosk(args: argparse.Namespace) -> int:
                            log_max_bytes=int(args.log_max_mb * 1024 * 1024),
                            log_backups=args.log_backups, say=args.say, mic=args.mic,
                            allow_unconsented=args.allow_unconsented_avatar,
-                           badge=badge_from(args))
+                           badge=badge_from(args), watermark=not args.no_watermark)
     with backend_errors_as_input_errors():
         return run_kiosk(options)
 
@@ -404,7 +432,7 @@ def _cam(args: argparse.Namespace) -> int:
                          size=args.size, fps=args.fps, backend=args.backend,
                          threads=args.threads, seed=args.seed, vcam_device=args.vcam_device,
                          allow_unconsented=args.allow_unconsented_avatar,
-                         badge=badge_from(args))
+                         badge=badge_from(args), watermark=not args.no_watermark)
     drive = None
     if args.drive == "webcam":  # head, blinks and expression from the camera; mouth from the mic
         import avatars
@@ -467,6 +495,8 @@ COMMANDS: Commands = {
     "kiosk": (("serve and show the avatar full screen in Chromium, reconnecting by itself; "
                "for screens that run for days"), _kiosk_options),
     "token": ("print a signed, expiring token for serve --token", _token_options),
+    "verify": ("is this file facecast's? its invisible watermark and C2PA credentials",
+               _verify_options),
     "build-engines": ("build TensorRT engines (FP16) for this GPU; one JSON line per engine",
                       _build_engines_options),
     "devices": ("list microphones (PortAudio input devices)", _devices_options),
@@ -517,10 +547,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     from avatars.bundle import BundleError
     from engines.tensorrt.build import TensorRTUnavailable
+    from runtime.provenance.c2pa import C2paFailure
 
     try:
         return int(args.func(args))
-    except (BundleError, ValueError, OSError, KeyError, TensorRTUnavailable) as exc:
+    except (BundleError, ValueError, OSError, KeyError, TensorRTUnavailable, C2paFailure) as exc:
         # EnrollError is a ValueError; TensorRTUnavailable says how to install TensorRT
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"{args.prog}: error: {message}", file=sys.stderr)

@@ -10,6 +10,7 @@ import contextlib
 import inspect
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -75,7 +76,8 @@ def add_allow_unconsented(p: argparse.ArgumentParser) -> None:
 
 def add_badge(p: argparse.ArgumentParser) -> None:
     """``--badge-text``, ``--badge-corner`` and ``--no-badge``: the visible disclosure in every
-    frame (``runtime.provenance.disclosure``; on by default)."""
+    frame (``runtime.provenance.disclosure``; on by default); ``--no-watermark``: the invisible
+    mark (``runtime.provenance.watermark``; on by default)."""
     from runtime.provenance.disclosure import CORNERS, Badge
 
     p.add_argument("--badge-text", default=Badge.text,
@@ -85,6 +87,36 @@ def add_badge(p: argparse.ArgumentParser) -> None:
                         "(default %(default)s)")
     p.add_argument("--no-badge", action="store_true",
                    help="no visible AI-generated badge (logged; disclose it another way)")
+    p.add_argument("--no-watermark", action="store_true",
+                   help="no invisible watermark in the frames (logged, and recorded in a "
+                        "file's C2PA credentials)")
+
+
+def add_c2pa(p: argparse.ArgumentParser) -> None:
+    """``--c2pa-cert`` and ``--c2pa-key``: who signs the file's C2PA credentials
+    (``runtime.provenance.c2pa.resolve_identity``)."""
+    from runtime.provenance.c2pa import CERT_ENV, KEY_ENV
+
+    p.add_argument("--c2pa-cert", default=None, metavar="CHAIN.pem",
+                   help=f"PEM certificate chain that signs the file's C2PA credentials, signing "
+                        f"certificate first (default ${CERT_ENV}; with neither, a local "
+                        f"development identity, which others do not trust)")
+    p.add_argument("--c2pa-key", default=None, metavar="KEY.pem",
+                   help=f"its PEM (PKCS#8, EC P-256) private key (default ${KEY_ENV})")
+
+
+def c2pa_identity_from(args: argparse.Namespace):
+    """The signing identity ``add_c2pa`` asks for; says on stderr when it is the local
+    development identity. Raises ValueError for half a pair or unreadable files, C2paFailure
+    when the development identity cannot be kept."""
+    from runtime.provenance.c2pa import resolve_identity
+
+    identity = resolve_identity(args.c2pa_cert, args.c2pa_key)
+    if identity.development:
+        print(f"note: signing C2PA credentials with facecast's local development identity "
+              f"({identity.source}); others will not trust it: pass --c2pa-cert/--c2pa-key",
+              file=sys.stderr)
+    return identity
 
 
 def badge_from(args: argparse.Namespace):

@@ -3,7 +3,9 @@
 Outside the mask (mask value 0, which includes everything outside the crop box) the output is
 the source image bit for bit — with the disclosure badge drawn in, when one is given
 (``runtime.provenance.disclosure``: drawn once into the base image, outside the crop box); inside,
-``out = source·(1 − m) + crop·m`` rounded to uint8.
+``out = source·(1 − m) + crop·m`` rounded to uint8. With ``watermark=True`` the invisible mark
+(``runtime.provenance.watermark``) is then added to the whole frame: after compositing, before
+any encoder.
 """
 
 from __future__ import annotations
@@ -22,12 +24,17 @@ class Compositor:
         crop_size: side R of the rendered crops.
         badge: the disclosure badge drawn into every frame (``runtime.provenance.disclosure.Badge``), or
             None for none (the products pass one by default; evaluations pass none).
+        watermark: add the invisible watermark to every frame, its payload the avatar's mark
+            (``runtime.provenance.watermark.payload_for`` of its content hash), its strength
+            shaped by the avatar image's texture. The products pass True by default;
+            evaluations leave it off so that their figures stay bit-exact.
 
     ``paste(crop)`` takes uint8 [R, R, 3] (or float [3, R, R] / [R, R, 3] in [0, 1]) and returns
-    a new uint8 [H, W, 3] RGB full frame; ValueError for a wrong shape.
+    a new uint8 [H, W, 3] RGB full frame; ValueError for a wrong shape. The watermark adds about
+    0.15 ms a frame at 512² (two saturating OpenCV operations).
     """
 
-    def __init__(self, avatar: Avatar, crop_size: int, badge=None):
+    def __init__(self, avatar: Avatar, crop_size: int, badge=None, watermark: bool = False):
         self.image = avatar.image
         if badge is not None:
             from runtime.provenance.disclosure import draw_badge
@@ -41,6 +48,13 @@ class Compositor:
         self.mask = m  # [side, side] weight of the crop
         self.keep = np.ascontiguousarray(1.0 - m)  # [side, side] weight of the source
         self.region = np.ascontiguousarray(self.image[y0:y0 + side, x0:x0 + side])
+        self.watermark = None
+        if watermark:
+            from runtime.provenance.watermark import Watermarker, payload_for, texture_mask
+
+            self.watermark = Watermarker(self.image.shape[:2],
+                                         payload_for(avatar.metadata["content_hash"]),
+                                         texture_mask(self.image), host=self.image)
 
     def _crop_pixels(self, crop: np.ndarray) -> np.ndarray:
         """uint8 [side, side, 3] crop at the box's size (float crops in [0, 1] are quantised
@@ -72,6 +86,8 @@ class Compositor:
         blended = cv2.blendLinear(self.region, self._crop_pixels(crop), self.keep, self.mask)
         out = self.image.copy()
         out[y0:y0 + side, x0:x0 + side] = blended
+        if self.watermark is not None:
+            out = self.watermark.apply(out)
         return out
 
     def crop_to_image(self, points: np.ndarray) -> np.ndarray:

@@ -129,15 +129,17 @@ class AvatarState:
     compositor: object  # runtime.compositor.Compositor
 
     @staticmethod
-    def build(name: str, avatar: Avatar, renderer, badge=None) -> AvatarState:
+    def build(name: str, avatar: Avatar, renderer, badge=None,
+              watermark: bool = False) -> AvatarState:
         """Prepare ``avatar`` for ``renderer``; ``badge``: the disclosure badge of its frames
-        (``runtime.provenance.disclosure.Badge``; None: none)."""
+        (``runtime.provenance.disclosure.Badge``; None: none); ``watermark``: the invisible mark
+        in its frames (``runtime.compositor.Compositor``)."""
         from avatars.rig import Rig
         from runtime.compositor import Compositor
 
         return AvatarState(name, avatar, renderer.prepare(avatar),
                            Rig.for_avatar(avatar, renderer.size),
-                           Compositor(avatar, renderer.size, badge))
+                           Compositor(avatar, renderer.size, badge, watermark))
 
 
 @dataclass

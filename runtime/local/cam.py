@@ -50,10 +50,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engines.audio import OUTPUT_SAMPLE_RATE
-from runtime.provenance.disclosure import Badge
 from runtime.live.session import Session
 from runtime.local.mic import Chunk
 from runtime.local.sinks import Sink
+from runtime.provenance.disclosure import Badge
 
 log = logging.getLogger("facecast.cam")
 
@@ -82,6 +82,8 @@ class CamOptions:
             bundle is refused (``avatars.bundle.require_consent``).
         badge: the disclosure badge in every frame (``runtime.provenance.disclosure.Badge``; None: off,
             logged).
+        watermark: the invisible watermark in every frame (``runtime.provenance.watermark``;
+            False: off, logged).
     """
 
     avatar: str = "default"
@@ -98,6 +100,7 @@ class CamOptions:
     vcam_device: str | None = None
     allow_unconsented: bool = False
     badge: Badge | None = field(default_factory=Badge)
+    watermark: bool = True
 
 
 class MicFeed:
@@ -397,8 +400,10 @@ async def _run(options: CamOptions, avatar, device, sinks: list[Sink], stop: thr
         None, lambda: NeuralRenderer(options.size, options.backend, threads=options.threads))
     if options.badge is None:
         log.warning("the AI-generated disclosure badge is off (--no-badge)")
+    if not options.watermark:
+        log.warning("the invisible watermark is off (--no-watermark)")
     state = await loop.run_in_executor(None, AvatarState.build, avatar.name, avatar, renderer,
-                                       options.badge)
+                                       options.badge, options.watermark)
     motion = await loop.run_in_executor(None, MotionEngine)
     scheduler = Scheduler(renderer, options.fps)
     # the run ends on the first of: --seconds, Ctrl-C, ``stop``, the window closed, the mic gone

@@ -67,6 +67,7 @@ class KioskOptions:
         standard input. mic: microphone device (name, index, or "default") or None (no mic).
         allow_unconsented: show an avatar whose bundle states no consent (logged).
         badge: the disclosure badge in every frame (None: off, logged).
+        watermark: the invisible watermark in every frame (False: off, logged).
     """
 
     avatar: str = "default"
@@ -86,6 +87,7 @@ class KioskOptions:
     mic: str | None = None
     allow_unconsented: bool = False
     badge: Badge | None = field(default_factory=Badge)
+    watermark: bool = True
 
 
 def state_dir() -> Path:
@@ -315,7 +317,8 @@ def run_kiosk(options: KioskOptions) -> int:
              handler.baseFilename, options.log_max_bytes, options.log_backups)
     config = ServerConfig(host="127.0.0.1", port=options.port, avatar=options.avatar,
                           size=options.size, fps=options.fps, backend=options.backend,
-                          allow_unconsented=options.allow_unconsented, badge=options.badge)
+                          allow_unconsented=options.allow_unconsented, badge=options.badge,
+                          watermark=options.watermark)
     config.check()
 
     async def main() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -74,6 +75,9 @@ class Mp4Writer:
             by one replicated row/column (``even_pad``), so ``self.width``/``self.height``
             are the even sizes of the file.
         crf, preset: libx264 quality and speed.
+        credentials: called with the finished temporary file before it is renamed into place
+            (``runtime.provenance.c2pa.sign_file``, which embeds the file's C2PA manifest); an
+            error it raises removes the file, so no unsigned file is left at ``path``.
 
     Use as a context manager (``close()`` on success, ``abort()`` on an exception) or call
     ``write`` / ``close`` / ``abort`` directly. ``frames`` counts pictures written,
@@ -83,10 +87,12 @@ class Mp4Writer:
     """
 
     def __init__(self, path: str | os.PathLike[str], clock: AvClock, width: int, height: int,
-                 crf: int = CRF, preset: str = PRESET) -> None:
+                 crf: int = CRF, preset: str = PRESET,
+                 credentials: Callable[[Path], object] | None = None) -> None:
         import av
 
         self.path = Path(path)
+        self._credentials = credentials
         self.clock = clock
         self.width, self.height = width + width % 2, height + height % 2
         self.frames = 0
@@ -155,6 +161,8 @@ class Mp4Writer:
             self._container.mux(self._video.encode(None))
             self._container.mux(self._sound.encode(None))
             self._container.close()
+            if self._credentials is not None:
+                self._credentials(self._tmp)
             os.replace(self._tmp, self.path)
         except BaseException:
             self._tmp.unlink(missing_ok=True)

@@ -22,8 +22,8 @@ import numpy as np
 from avatars.bundle import Avatar
 from engines.audio import OUTPUT_SAMPLE_RATE, SAMPLE_RATE
 from runtime.clock import AvClock, as_fps
-from runtime.provenance.disclosure import Badge
 from runtime.offline.mp4 import Mp4Writer
+from runtime.provenance.disclosure import Badge
 
 LEAD_IN_S = 0.3
 """Silence before synthesised speech (text renders), so the face starts at rest."""
@@ -49,6 +49,13 @@ class RenderOptions:
         preset: x264 speed preset.
         threads: ONNX Runtime threads (None: its default).
         badge: the disclosure badge in every frame (``runtime.provenance.disclosure.Badge``; None: off).
+        watermark: the invisible watermark in every frame (``runtime.provenance.watermark``;
+            False: off, logged).
+        c2pa: embed signed C2PA credentials in the MP4 (``runtime.provenance.c2pa``); the file
+            is not kept when signing fails. c2pa_identity: the signing
+            ``runtime.provenance.c2pa.Identity`` (None: ``resolve_identity()``, the
+            environment's or the local development one). speech: where the words came from,
+            for the credentials (``"tts:espeak-ng en-us"``, ``"audio:talk.wav"``).
     """
 
     fps: float | str = 25
@@ -60,6 +67,10 @@ class RenderOptions:
     preset: str = "veryfast"
     threads: int | None = None
     badge: Badge | None = field(default_factory=Badge)
+    watermark: bool = True
+    c2pa: bool = True
+    c2pa_identity: object | None = None
+    speech: str = "audio"
 
 
 @dataclass(frozen=True)
@@ -166,6 +177,21 @@ def _crops(q: queue.Queue) -> Iterator[np.ndarray]:
         yield from item
 
 
+def file_credentials(avatar: Avatar, options: RenderOptions):
+    """The ``Mp4Writer`` credentials callback for a render of ``avatar`` with ``options``:
+    signs the finished file with a manifest saying what made it (``runtime.provenance.c2pa``).
+    """
+    from runtime.provenance.c2pa import Provenance, sign_file
+
+    provenance = Provenance(avatar.name, avatar.metadata, options.speech,
+                            options.badge is not None, options.watermark)
+
+    def sign(path: Path) -> None:
+        sign_file(path, provenance, options.c2pa_identity, mime="video/mp4")
+
+    return sign
+
+
 def render_audio(avatar: Avatar, audio: np.ndarray, sample_rate: int, out_path: str | Path,
                  options: RenderOptions = RenderOptions(),
                  progress: Callable[[int, int], None] | None = None) -> RenderResult:
@@ -199,7 +225,8 @@ def render_audio(avatar: Avatar, audio: np.ndarray, sample_rate: int, out_path: 
     clock = AvClock(fps, OUTPUT_SAMPLE_RATE)
     out_path = Path(out_path)
     height, width = avatar.image.shape[:2]
-    writer = Mp4Writer(out_path, clock, width, height, options.crf, options.preset)
+    writer = Mp4Writer(out_path, clock, width, height, options.crf, options.preset,
+                       credentials=file_credentials(avatar, options) if options.c2pa else None)
     started = time.perf_counter()
     stop = threading.Event()
     worker: threading.Thread | None = None
@@ -213,7 +240,7 @@ def render_audio(avatar: Avatar, audio: np.ndarray, sample_rate: int, out_path: 
         anim = animate(a16, n_frames, float(fps), options.seed)
         rig = Rig.for_avatar(avatar, options.size)
         keypoints = rig.keypoints(anim.coeffs, anim.pose)
-        compositor = Compositor(avatar, options.size, options.badge)
+        compositor = Compositor(avatar, options.size, options.badge, options.watermark)
 
         crops: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
         worker = threading.Thread(target=_render_batches, name="facecast-render",
@@ -252,6 +279,11 @@ def render_text(avatar: Avatar, text: str, out_path: str | Path, tts=None, voice
     rate = speech.sample_rate
     audio = np.concatenate([np.zeros(int(LEAD_IN_S * rate), np.float32), speech.audio,
                             np.zeros(int(TAIL_S * rate), np.float32)])
+    if options.speech == RenderOptions.speech:
+        from dataclasses import replace
+
+        options = replace(options, speech=f"tts:{getattr(engine, 'name', 'tts')}"
+                                          + (f" {voice}" if voice else ""))
     return render_audio(avatar, audio, rate, out_path, options, progress)
 
 

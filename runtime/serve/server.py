@@ -39,9 +39,9 @@ import numpy as np
 from engines.audio import OUTPUT_SAMPLE_RATE
 from runtime.audio.tts import MAX_TEXT_CHARS
 from runtime.clock import as_fps, wire_fps
-from runtime.provenance.disclosure import Badge
 from runtime.live.events import SessionEvent, SpeechStarted
 from runtime.live.speech import MAX_UTTERANCES
+from runtime.provenance.disclosure import Badge
 from runtime.serve.auth import LOOPBACK_HOSTS, check_secret
 from runtime.serve.deadlines import MediaDeadlines, watch_media
 from runtime.serve.displays import Displays
@@ -118,6 +118,8 @@ class ServerConfig:
             else the default avatar stops start-up and a client's gets ``bad_avatar``.
         badge: the disclosure badge in every frame (``runtime.provenance.disclosure.Badge``); None only
             when the operator turned it off (``--no-badge``, logged).
+        watermark: add the invisible watermark to every frame (``runtime.provenance.watermark``;
+            False only when the operator turned it off, ``--no-watermark``, logged).
     """
 
     host: str = "127.0.0.1"
@@ -144,6 +146,7 @@ class ServerConfig:
     seed: int = 0
     allow_unconsented: bool = False
     badge: Badge | None = field(default_factory=Badge)
+    watermark: bool = True
 
     def check(self) -> None:
         """Raises ValueError for an unsafe or impossible configuration (one line saying which
@@ -255,6 +258,8 @@ class Server:
         log.info("serving on http://%s:%d", self.config.host, self.port)
         if self.config.badge is None:
             log.warning("the AI-generated disclosure badge is off (--no-badge)")
+        if not self.config.watermark:
+            log.warning("the invisible watermark is off (--no-watermark)")
 
     async def stop(self) -> None:
         """Close every connection, stop listening and the frame clock."""
@@ -290,7 +295,7 @@ class Server:
                 if key not in self.avatars:
                     self.avatars[key] = await loop.run_in_executor(
                         None, AvatarState.build, avatar.name, avatar, self.renderer,
-                        self.config.badge)
+                        self.config.badge, self.config.watermark)
                 self._avatar_names[name] = key
             self.avatars.move_to_end(key)
             while len(self.avatars) > self.config.max_avatars:
