@@ -421,6 +421,7 @@ def _cam_options(p: argparse.ArgumentParser) -> None:
     add_json(p, "print the report as one JSON line")
     add_allow_unconsented(p)
     add_badge(p)
+    add_c2pa(p)
     p.set_defaults(func=_cam)
 
 
@@ -432,7 +433,8 @@ def _cam(args: argparse.Namespace) -> int:
                          size=args.size, fps=args.fps, backend=args.backend,
                          threads=args.threads, seed=args.seed, vcam_device=args.vcam_device,
                          allow_unconsented=args.allow_unconsented_avatar,
-                         badge=badge_from(args), watermark=not args.no_watermark)
+                         badge=badge_from(args), watermark=not args.no_watermark,
+                         c2pa_identity=c2pa_identity_from(args) if args.record else None)
     drive = None
     if args.drive == "webcam":  # head, blinks and expression from the camera; mouth from the mic
         import avatars

@@ -84,6 +84,8 @@ class CamOptions:
             logged).
         watermark: the invisible watermark in every frame (``runtime.provenance.watermark``;
             False: off, logged).
+        c2pa_identity: who signs the ``record`` file's C2PA credentials
+            (``runtime.provenance.c2pa.Identity``; None: ``resolve_identity()``).
     """
 
     avatar: str = "default"
@@ -101,6 +103,7 @@ class CamOptions:
     allow_unconsented: bool = False
     badge: Badge | None = field(default_factory=Badge)
     watermark: bool = True
+    c2pa_identity: object | None = None
 
 
 class MicFeed:
@@ -317,13 +320,30 @@ class CamResult:
                 f"underruns {self.mic.get('underruns', 0)}")
 
 
+def _record_credentials(options: CamOptions):
+    """The ``--record`` file's C2PA signing callback (``runtime.provenance.c2pa``)."""
+    import avatars
+    from runtime.provenance.c2pa import Provenance, sign_file
+
+    avatar = avatars.load(options.avatar)
+    speech = f"microphone:{options.device if options.device is not None else 'default'}"
+    provenance = Provenance(avatar.name, avatar.metadata, speech, options.badge is not None,
+                            options.watermark)
+
+    def sign(path) -> None:
+        sign_file(path, provenance, options.c2pa_identity, mime="video/mp4")
+
+    return sign
+
+
 def _open_sinks(options: CamOptions, width: int, height: int, title: str) -> list[Sink]:
     from runtime.local.sinks import PreviewWindow, Recorder, VirtualCamera
 
     sinks: list[Sink] = []
     try:
         if options.record:
-            sinks.append(Recorder(options.record, width, height, options.fps))
+            sinks.append(Recorder(options.record, width, height, options.fps,
+                                  credentials=_record_credentials(options)))
         if options.vcam:
             sinks.append(VirtualCamera(width, height, options.fps, device=options.vcam_device))
         if options.preview:

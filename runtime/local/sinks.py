@@ -347,14 +347,15 @@ class Recorder(Sink):
     name = "record"
 
     def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: int,
-                 crf: int = 20, preset: str = "veryfast") -> None:
+                 crf: int = 20, preset: str = "veryfast", credentials=None) -> None:
         from runtime.clock import AvClock
         from runtime.offline.mp4 import Mp4Writer
 
         super().__init__()
         self.path = Path(path)
         try:
-            self.writer = Mp4Writer(self.path, AvClock(fps), width, height, crf, preset)
+            self.writer = Mp4Writer(self.path, AvClock(fps), width, height, crf, preset,
+                                    credentials=credentials)
         except OSError as exc:
             raise SinkUnavailable(f"--record: {exc}") from exc
         self._closed: str | None = None  # the summary, once closed

@@ -96,7 +96,9 @@ class Detection:
         found: True when a facecast mark was read: sync peak ≥ ``SYNC_Z_MIN``, magic and CRC OK.
         payload: the 32 payload bits as 8 hex digits (``"fc" + avatar hash prefix``), or None.
         avatar_hash_prefix: the 6 hex digits of the avatar bundle's content hash, or None.
-        confidence: 1 − (estimated false-alarm probability of the sync peak), 0 when not found.
+        confidence: 1 − the estimated false-alarm probability (a sync peak this high
+            somewhere in the search, times the magic byte and CRC passing by chance in one of
+            the 2^CHASE_BITS tries), 0 when not found.
         sync_z: synchronisation peak, standard deviations.
         period_px: tile period found in the suspect frame, pixels; offset_px: (x, y) of a tile
             origin in the suspect frame, pixels.
@@ -401,7 +403,8 @@ def detect_residual(r: np.ndarray, periods: np.ndarray | None = None) -> Detecti
     soft = np.tensordot(bit_tiles, aligned, axes=([1, 2], [0, 1]))
     payload = chase_decode(soft)
     trials = len(periods) * ANALYSIS_TILE * ANALYSIS_TILE
-    p_false = min(1.0, trials * 0.5 * math.erfc(z / math.sqrt(2)))
+    p_sync = min(1.0, trials * 0.5 * math.erfc(z / math.sqrt(2)))
+    p_false = p_sync * (1 << CHASE_BITS) / 2.0 ** (8 + CRC_BITS)  # and magic + CRC by chance
     found = payload is not None and z >= SYNC_Z_MIN
     mean_abs = float(np.mean(np.abs(soft))) or 1.0
     scale = best_p / ANALYSIS_TILE
