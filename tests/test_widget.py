@@ -6,12 +6,16 @@ the server tests are skipped until `runtime.serve.server` is importable.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from conftest import env_without_test_microphone
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -190,6 +194,28 @@ def test_demo_page_speaks_and_interrupts(server, page, tmp_path):
 
     stats = page.evaluate("document.querySelector('#avatar').stats()")
     assert stats["framesDecoded"] > 10, stats
+
+    # What Chromium decoded from the VP8 stream carries the invisible watermark: a frame drawn
+    # at its own size, and the video element as the page shows it (a screenshot).
+    from runtime.provenance.watermark import detect
+
+    png = page.evaluate("""() => {
+      const v = document.querySelector('#avatar').videoElement;
+      const c = document.createElement('canvas');
+      c.width = v.videoWidth; c.height = v.videoHeight;
+      c.getContext('2d').drawImage(v, 0, 0);
+      return c.toDataURL('image/png').split(',')[1];
+    }""")
+    frame = np.asarray(Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB"))
+    decoded = detect(frame)
+    assert decoded.found and decoded.payload.startswith("fc"), decoded
+    element = page.evaluate("""() => {
+      const r = document.querySelector('#avatar').videoElement.getBoundingClientRect();
+      return {x: r.x, y: r.y, width: r.width, height: r.height};
+    }""")
+    shown = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=element))).convert("RGB"))
+    on_page = detect(shown)
+    assert on_page.found and on_page.payload == decoded.payload, (element, on_page)
     if OUT_DIR.is_dir():  # what the screenshot was taken with, for the record
         (OUT_DIR / "widget-demo.json").write_text(json.dumps(
             {"audio_before": before, "audio_during": during, "video": video, "stats": stats},
