@@ -18,6 +18,8 @@ runs each command. ``facecast COMMAND --help`` lists a command's options and the
 * ``facecast bench rig|motion|renderer|latency|soak|hostile|capacity`` — speed of the parts, end-to-end latency
   over WebRTC on loopback, and the long soak, as JSON (``runtime.bench``)
 * ``facecast eval lipsync|renderer|sync|webcam|face`` — quality figures as JSON (``runtime.evals``)
+* ``facecast pipecat-demo`` — an example Pipecat bot whose face is facecast, in a browser over
+  Pipecat's SmallWebRTCTransport, no cloud keys (``runtime.integrations.pipecat_demo``)
 
 Each default is written once, where the code that runs the command keeps it: a field of its
 options dataclass (``ServerConfig``, ``RenderOptions``, ``CamOptions``, ``KioskOptions``,
@@ -485,6 +487,44 @@ def _build_engines(args: argparse.Namespace) -> int:
     return build_engines_main(paths, args.max_batch)
 
 
+# --- Pipecat -------------------------------------------------------------------------------------
+
+def _pipecat_demo_options(p: argparse.ArgumentParser) -> None:
+    from runtime.integrations.pipecat_demo import DemoOptions as D
+
+    p.add_argument("--host", default=D.host,
+                   help="bind address of the page and offer endpoint (default %(default)s; "
+                        "others need --insecure)")
+    p.add_argument("--port", type=int, default=D.port, help="port (default %(default)s)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a bind beyond loopback (no authentication)")
+    add_avatar(p, D.avatar)
+    add_size(p, D.size)
+    add_backend(p, D.backend)
+    p.add_argument("--voice", default=D.voice, help="TTS voice (default %(default)s)")
+    p.add_argument("--tts", default=D.tts, help="TTS engine (see facecast render --help)")
+    p.add_argument("--max-bots", type=int, default=D.max_bots,
+                   help="browsers served at once (default %(default)s)")
+    add_allow_unconsented(p)
+    add_badge(p)
+    p.set_defaults(func=_pipecat_demo)
+
+
+def _pipecat_demo(args: argparse.Namespace) -> int:
+    import logging
+
+    from runtime.integrations.pipecat_demo import DemoOptions, run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with backend_errors_as_input_errors():
+        run(DemoOptions(host=args.host, port=args.port, insecure=args.insecure,
+                        avatar=args.avatar, size=args.size, backend=args.backend,
+                        voice=args.voice, tts=args.tts, max_bots=args.max_bots,
+                        allow_unconsented=args.allow_unconsented_avatar,
+                        badge=badge_from(args), watermark=not args.no_watermark))
+    return EXIT_OK
+
+
 # --- the command tree ----------------------------------------------------------------------------
 
 COMMANDS: Commands = {
@@ -505,6 +545,8 @@ COMMANDS: Commands = {
     "cam": ("the avatar speaks with your microphone, live: virtual camera, preview window, MP4",
             _cam_options),
     "avatar-info": ("validate an avatar bundle and print its metadata", _avatar_info_options),
+    "pipecat-demo": (("an example Pipecat bot with a facecast face, in your browser, no cloud "
+                      "keys (extra facecast[pipecat])"), _pipecat_demo_options),
 }
 """Every ``facecast`` command, in the order ``facecast --help`` lists them."""
 

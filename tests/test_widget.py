@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import env_without_test_microphone
+from PIL import Image
 
 sync_api = pytest.importorskip("playwright.sync_api")
 

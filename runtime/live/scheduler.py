@@ -66,6 +66,12 @@ def default_composite_threads() -> int:
     return 1 if cores < 4 else min(8, cores // 2)
 
 
+def _has_sink(session) -> bool:
+    """True when ``session`` takes its frames through ``Session.sink`` rather than its tracks
+    (sessions without the attribute, such as test doubles, use tracks)."""
+    return getattr(session, "sink", None) is not None
+
+
 MAX_ABANDONED = 3
 """Abandoned workers still stuck at which the watchdog stops starting new ones (gives up)."""
 STOP_JOIN_S = 10.0
@@ -338,7 +344,8 @@ class Scheduler:
         """Worker thread: advance every session, render the watched ones
         (``Session.render_video``) in one batch, paste, wrap as ``av`` frames stamped by each
         session's clock. Returns [(FrameJob, av.VideoFrame | None,
-        [av.AudioFrame, ...]), ...] in the order of ``sessions``."""
+        [av.AudioFrame, ...]), ...] in the order of ``sessions``; for a session with a ``sink``
+        (``Session.sink``) nothing is wrapped: (FrameJob, uint8 [H, W, 3] RGB image | None, [])."""
         from engines.renderer import to_uint8
 
         started = time.perf_counter()
@@ -359,7 +366,8 @@ class Scheduler:
                 t = time.perf_counter()
                 i = watched[k]
                 s = sessions[i]
-                frame = video_frame(s.clock, jobs[i].index, s.avatar.compositor.paste(crops[k]))
+                image = s.avatar.compositor.paste(crops[k])
+                frame = image if _has_sink(s) else video_frame(s.clock, jobs[i].index, image)
                 self.stages.add("composite", time.perf_counter() - t)
                 return frame
 
@@ -374,7 +382,9 @@ class Scheduler:
                 frames[i] = frame
         out = []
         for job, frame in zip(jobs, frames):
-            out.append((job, frame, audio_frames(job.session.clock, job.index, job.audio)))
+            audio = [] if _has_sink(job.session) else audio_frames(job.session.clock, job.index,
+                                                                    job.audio)
+            out.append((job, frame, audio))
         self.last = TickStats(len(jobs), render, time.perf_counter() - started)
         return out
 

@@ -4,7 +4,9 @@ A session owns its clock, its speech queue (``runtime.live.speech``), streaming 
 behaviour state and its two outgoing aiortc tracks (``runtime.live.tracks``). It does not pace
 itself: the process's ``runtime.live.scheduler.Scheduler`` calls ``advance()`` once per video
 frame for every session (in a worker thread, never on the event loop), renders all due sessions
-in one batch, and hands each result to ``deliver()`` on the loop.
+in one batch, and hands each result to ``deliver()`` on the loop. A host without WebRTC gives the
+session a ``sink`` instead: it then gets each composited image and its audio slice directly
+(``runtime.integrations.stream``), and the tracks stay unused.
 
 Timing (``DESIGN.md``, "One clock"): the session's ``runtime.clock.AvClock`` says which output
 audio samples each video frame carries: frame t plays [clock.frame_start(t),
@@ -60,7 +62,9 @@ def lookahead_frames(delay_frames: int, fps: float | Fraction,
 class FrameJob:
     """What ``advance`` produced for one output frame: driving keypoints [478, 2] float32,
     the frame's audio float32 [frame_start(index + 1) − frame_start(index)] at the output rate,
-    its index, and events to send."""
+    its index, and events to send. ``played``: (utterance id, samples of this frame's audio
+    taken from it), in order, for hosts that count playback per utterance themselves
+    (``runtime.integrations.stream``)."""
 
     session: Session
     index: int
@@ -68,6 +72,7 @@ class FrameJob:
     audio: np.ndarray
     events: list[SessionEvent]
     speaking: bool
+    played: tuple[tuple[str, int], ...] = ()
 
 
 class Session:
@@ -88,6 +93,12 @@ class Session:
             called in the worker thread right after the behaviour layer (e.g.
             ``runtime.webcam.driver.LiveWebcamDrive``: the webcam's face replaces the audio mouth
             and idle head while it is tracked). Also settable later as ``session.drive``.
+        sink: optional consumer of the frames instead of the tracks (hosts without WebRTC:
+            ``runtime.integrations.stream``): ``sink(job, image)`` on the event loop once per
+            frame, after the frame's events went to ``on_event``; ``image`` is the composited
+            uint8 [H, W, 3] RGB frame, or None (dropped, or not rendered: ``render_video``);
+            the audio is ``job.audio``. With a sink the scheduler wraps no ``av`` frames and the
+            tracks stay empty. None (default): the tracks, as ``facecast serve`` uses them.
 
     Attributes:
         clock: the ``AvClock`` both tracks are stamped by; ``fps`` is ``clock.fps`` (exact).
@@ -101,7 +112,8 @@ class Session:
                  seed: int = 0, max_buffer_s: float = 60.0, max_utterances: int = MAX_UTTERANCES,
                  on_event: Callable[[SessionEvent], None] | None = None,
                  drive: Callable[[np.ndarray, np.ndarray],
-                                 tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                                 tuple[np.ndarray, np.ndarray]] | None = None,
+                 sink: Callable[[FrameJob, np.ndarray | None], None] | None = None) -> None:
         from engines.motion import FpsResampler
         from runtime.animation.behaviour import Behaviour
 
@@ -112,6 +124,7 @@ class Session:
         self.queue = SpeechQueue(max_buffer_s, max_utterances)
         self.on_event = on_event or (lambda event: None)
         self.drive = drive
+        self.sink = sink
         self.motion = motion_engine.stream()
         self.lookahead = lookahead_frames(motion_engine.delay_frames, self.fps)
         self.fps_resampler = FpsResampler(self.fps)
@@ -212,7 +225,8 @@ class Session:
                 stages.add("motion", t_behaviour - t_motion)
                 stages.add("behaviour", t_rig - t_behaviour)
                 stages.add("rig", t_end - t_rig)
-            job = FrameJob(self, self.frame, keypoints, x_out, events, speaking_now)
+            job = FrameJob(self, self.frame, keypoints, x_out, events, speaking_now,
+                           tuple((u.id, n) for u, n in played))
             self.frame += 1
             return job
 
@@ -239,8 +253,9 @@ class Session:
 
     def deliver(self, job: FrameJob, video_frame, audio_frames: list) -> None:
         """Queue one frame's output on the tracks (``video_frame`` None: dropped, or not
-        rendered because nobody watches: ``render_video``) and send its events. On the event
-        loop."""
+        rendered because nobody watches: ``render_video``) and send its events; with a
+        ``sink``, ``video_frame`` is the composited image (or None), ``audio_frames`` is empty,
+        and the frame goes to the sink after its events. On the event loop."""
         if self.closed:
             return
         if video_frame is None and not self.render_video:
@@ -249,7 +264,8 @@ class Session:
             self.frames_dropped += 1
         else:
             self.frames_rendered += 1
-            self.video_track.put(video_frame)
+            if self.sink is None:
+                self.video_track.put(video_frame)
         for frame in audio_frames:
             self.audio_track.put(frame)
         for event in job.events:
@@ -260,6 +276,8 @@ class Session:
         elif not job.speaking and self.state == "speaking" and not self.queue.buffered:
             self.state = "idle"
             self.on_event(StateChanged("idle"))
+        if self.sink is not None:
+            self.sink(job, video_frame)
 
     def close(self) -> None:
         """Stop the tracks; the scheduler forgets the session."""
