@@ -54,6 +54,7 @@ from runtime.cli_args import (
     backend_errors_as_input_errors,
     badge_from,
     c2pa_identity_from,
+    note_signer,
     param_default,
     quiet_native_logs,
 )
@@ -199,6 +200,7 @@ def _render(args: argparse.Namespace) -> int:
     finally:
         close()
     print(json.dumps(result.to_json()) if args.json else result.summary())
+    note_signer(options.c2pa_identity)
     return EXIT_OK
 
 
@@ -465,6 +467,7 @@ def _cam(args: argparse.Namespace) -> int:
     if result.errors:
         print(f"facecast cam: error: {'; '.join(result.errors.values())}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    note_signer(options.c2pa_identity)
     return EXIT_OK
 
 

@@ -106,17 +106,21 @@ def add_c2pa(p: argparse.ArgumentParser) -> None:
 
 
 def c2pa_identity_from(args: argparse.Namespace):
-    """The signing identity ``add_c2pa`` asks for; says on stderr when it is the local
-    development identity. Raises ValueError for half a pair or unreadable files, C2paFailure
-    when the development identity cannot be kept."""
+    """The signing identity ``add_c2pa`` asks for (``runtime.provenance.c2pa.Identity``).
+    Raises ValueError for half a pair or unreadable files, C2paFailure when the development
+    identity cannot be kept."""
     from runtime.provenance.c2pa import resolve_identity
 
-    identity = resolve_identity(args.c2pa_cert, args.c2pa_key)
-    if identity.development:
-        print(f"note: signing C2PA credentials with facecast's local development identity "
-              f"({identity.source}); others will not trust it: pass --c2pa-cert/--c2pa-key",
-              file=sys.stderr)
-    return identity
+    return resolve_identity(args.c2pa_cert, args.c2pa_key)
+
+
+def note_signer(identity) -> None:
+    """After a file was signed: say on stderr when it was with the local development identity
+    (after the work, so that an error stays the one line on stderr)."""
+    if identity is not None and identity.development:
+        print(f"note: the C2PA credentials are signed with facecast's local development "
+              f"identity ({identity.source}); others will not trust it: pass "
+              f"--c2pa-cert/--c2pa-key", file=sys.stderr)
 
 
 def badge_from(args: argparse.Namespace):
