@@ -133,6 +133,39 @@ def test_served_vp8_frames_carry_the_mark(default_avatar) -> None:
     assert sum(d.found and d.payload == want for d in alone) >= 0.9 * len(frames)
 
 
+def test_a_frame_the_mark_fails_on_is_dropped_and_counted_never_sent_unmarked() -> None:
+    """Fault injection on a real server: the avatar's watermarker is swapped for a real one of
+    another frame size, so ``apply`` raises. Frames stop (none goes out unmarked), the failure
+    is counted in /metrics, and the server keeps serving."""
+    import urllib.request
+
+    handle = serve_in_thread(ServerConfig(port=0, size=256, max_sessions=1))
+    try:
+        async def main():
+            async with AvatarClient(handle.ws_url, keep_frames=True) as c:
+                await c.start_media()
+                await c.wait_video(10, timeout=40)
+                state = next(iter(handle.server.avatars.values()))
+                good = state.compositor.watermark
+                state.compositor.watermark = wm.Watermarker((64, 64), good.payload)
+                await asyncio.sleep(0.3)
+                n = len(c.received.frames)
+                await asyncio.sleep(1.0)
+                during = len(c.received.frames) - n
+                state.compositor.watermark = good
+                await c.wait_video(n + during + 10, timeout=20)
+                return during
+
+        during = asyncio.run(asyncio.wait_for(main(), 90))
+        with urllib.request.urlopen(handle.url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+    finally:
+        handle.stop()
+    assert during <= 2  # at most what was already in flight
+    line = next(x for x in text.splitlines() if x.startswith("facecast_composite_failures_total"))
+    assert float(line.split()[-1]) >= 20
+
+
 def test_watermarker_refuses_frames_of_another_shape(marked) -> None:
     _plain, _m, comp = marked
     with pytest.raises(ValueError, match="expects uint8"):

@@ -77,6 +77,8 @@ def _latency_options(p: argparse.ArgumentParser) -> None:
     add_size(p, param_default(fn, "size"))
     add_avatar(p, param_default(fn, "avatar"))
     add_backend(p, param_default(fn, "backend"))
+    p.add_argument("--no-watermark", action="store_true",
+                   help="serve without the invisible watermark (A/B of its cost)")
     add_json(p)
     p.set_defaults(func=_latency)
 
@@ -85,7 +87,8 @@ def _latency(args: argparse.Namespace) -> int:
     from runtime.bench.latency import bench_latency
 
     with backend_errors_as_input_errors():
-        result = bench_latency(args.sessions, args.seconds, args.size, args.avatar, args.backend)
+        result = bench_latency(args.sessions, args.seconds, args.size, args.avatar, args.backend,
+                               watermark=not args.no_watermark)
     return print_json(result, args)
 
 

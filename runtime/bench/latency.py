@@ -142,13 +142,15 @@ def _summary(per_prompt: list[dict], key: str) -> dict:
 
 
 def bench_latency(sessions: int = 1, seconds: float = 30.0, size: int = 256,
-                  avatar: str = "default", backend: str = "auto") -> dict[str, Any]:
+                  avatar: str = "default", backend: str = "auto",
+                  watermark: bool = True) -> dict[str, Any]:
     """Run the benchmark; returns the JSON-ready figures (see the module docstring).
 
     Args:
         sessions: concurrent client peers (each a session of the server).
         seconds: how long the peers push speech, after ``WARMUP_S`` of idle.
         size, avatar, backend: passed to ``facecast serve``.
+        watermark: False serves with ``--no-watermark`` (to measure what the mark costs).
 
     Raises:
         FileNotFoundError: no held-out Asterisk prompts (``asterisk-core-sounds-en-g722``).
@@ -158,7 +160,8 @@ def bench_latency(sessions: int = 1, seconds: float = 30.0, size: int = 256,
     box = mouth_box(avatar)
     port = free_port()
     with serve_process(port, size, avatar, backend,
-                       extra=("--max-sessions", str(max(4, sessions)))) as proc:
+                       extra=("--max-sessions", str(max(4, sessions)),
+                              *(() if watermark else ("--no-watermark",)))) as proc:
         return asyncio.run(_run(port, proc.pid, sessions, seconds, prompts, box))
 
 

@@ -183,6 +183,9 @@ class Scheduler:
             sessions, or of the last restart): what the watchdog watches.
         restarts: pipeline restarts by the watchdog. gave_up: True while the watchdog refuses to
             restart (``MAX_ABANDONED`` abandoned workers still stuck).
+        composite_failures: frames whose paste-back, badge or invisible watermark failed: they
+            are dropped (the session's ``frames_dropped``), never sent unmarked, and counted
+            in ``/metrics`` as ``facecast_composite_failures_total``.
     """
 
     def __init__(self, renderer, fps: int | str | Fraction = 25, metrics=None,
@@ -205,6 +208,7 @@ class Scheduler:
         self.last_tick_wall = self.clock.now()
         self.last_progress = self.clock.now()
         self.restarts = 0
+        self.composite_failures = 0
         self._gave_up_logged = False
         self._abandoned: list[Worker] = []
         self._task: asyncio.Task | None = None
@@ -366,7 +370,17 @@ class Scheduler:
                 t = time.perf_counter()
                 i = watched[k]
                 s = sessions[i]
-                image = s.avatar.compositor.paste(crops[k])
+                try:  # paste-back, badge and watermark: a frame that fails is not sent at all
+                    image = s.avatar.compositor.paste(crops[k])
+                except Exception:
+                    self.composite_failures += 1
+                    if self.metrics is not None:
+                        self.metrics.composite_failures.inc()
+                    n = self.composite_failures
+                    if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th … failure: no log flood
+                        log.exception("compositing a frame of session %s failed; frame dropped "
+                                      "(%d so far)", s.id, n)
+                    return None
                 frame = image if _has_sink(s) else video_frame(s.clock, jobs[i].index, image)
                 self.stages.add("composite", time.perf_counter() - t)
                 return frame

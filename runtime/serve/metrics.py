@@ -55,6 +55,10 @@ class Metrics:
         self.capacity = Gauge("facecast_capacity_sessions",
                               "session limit (configured or measured)", registry=r)
         self.load = Gauge("facecast_load", "sessions / capacity", registry=r)
+        self.composite_failures = Counter(
+            "facecast_composite_failures",
+            "frames dropped because paste-back, badge or watermark failed (never sent unmarked)",
+            registry=r)
 
     def set_sessions(self, sessions: int, capacity: int) -> None:
         """Open sessions now, out of ``capacity`` (≥ 1): the sessions, capacity and load
