@@ -18,6 +18,8 @@ runs each command. ``facecast COMMAND --help`` lists a command's options and the
 * ``facecast bench rig|motion|renderer|latency|soak|hostile|capacity`` — speed of the parts, end-to-end latency
   over WebRTC on loopback, and the long soak, as JSON (``runtime.bench``)
 * ``facecast eval lipsync|renderer|sync|webcam|face`` — quality figures as JSON (``runtime.evals``)
+* ``facecast livekit`` — a LiveKit Agents worker: the avatar of voice agents' rooms, dispatched
+  by LiveKit to workers with room left (``runtime.integrations.livekit_worker``)
 * ``facecast pipecat-demo`` — an example Pipecat bot whose face is facecast, in a browser over
   Pipecat's SmallWebRTCTransport, no cloud keys (``runtime.integrations.pipecat_demo``)
 
@@ -490,6 +492,21 @@ def _build_engines(args: argparse.Namespace) -> int:
     return build_engines_main(paths, args.max_batch)
 
 
+# --- LiveKit Agents ----------------------------------------------------------------------------
+
+def _livekit_options(p: argparse.ArgumentParser) -> None:
+    from runtime.integrations.livekit_worker import add_options
+
+    add_options(p)
+    p.set_defaults(func=_livekit)
+
+
+def _livekit(args: argparse.Namespace) -> int:
+    from runtime.integrations.livekit_worker import run_command
+
+    return run_command(args)
+
+
 # --- Pipecat -------------------------------------------------------------------------------------
 
 def _pipecat_demo_options(p: argparse.ArgumentParser) -> None:
@@ -548,6 +565,8 @@ COMMANDS: Commands = {
     "cam": ("the avatar speaks with your microphone, live: virtual camera, preview window, MP4",
             _cam_options),
     "avatar-info": ("validate an avatar bundle and print its metadata", _avatar_info_options),
+    "livekit": (("a LiveKit Agents worker: the avatar participant of voice agents' rooms "
+                 "(extra facecast[livekit])"), _livekit_options),
     "pipecat-demo": (("an example Pipecat bot with a facecast face, in your browser, no cloud "
                       "keys (extra facecast[pipecat])"), _pipecat_demo_options),
 }

@@ -6,7 +6,9 @@
   with exactly the audio it plays), interruption and playback position.
 * ``pipecat_service``: ``FacecastVideoService``, a Pipecat ``FrameProcessor`` on that adapter
   (extra ``facecast[pipecat]``); ``pipecat_demo``: ``facecast pipecat-demo``, an example bot.
-* LiveKit Agents: the avatar worker and its ``VideoGenerator`` (extra ``facecast[livekit]``).
+* ``livekit_avatar``: ``FacecastVideoGenerator`` (LiveKit Agents' ``VideoGenerator``) and the
+  in-process avatar; ``livekit_worker``: ``facecast livekit``, the avatar worker that LiveKit's
+  dispatcher places rooms on by facecast's measured capacity (extra ``facecast[livekit]``).
 
 Nothing here is imported by the rest of facecast; each module imports its framework itself.
 """
