@@ -45,19 +45,39 @@ OPEN_RAMP_IOD = (0.02, 0.10)
 SUPERSAMPLE = 4
 """Supersampling factor for the drawn mouth (anti-aliased edges)."""
 
-# Mouth palette (linear RGB in [0, 1]); chosen by eye against real mouth photographs.
-CAVITY_EDGE = np.array([0.36, 0.12, 0.13])
-CAVITY_DEEP = np.array([0.10, 0.03, 0.04])
-TEETH_UPPER = np.array([0.90, 0.86, 0.78])
-TEETH_LOWER = np.array([0.82, 0.78, 0.70])
-TEETH_GAP = np.array([0.55, 0.50, 0.45])
-TONGUE = np.array([0.72, 0.34, 0.36])
+# Mouth palette (sRGB in [0, 1], blended straight into the crop); chosen by eye against real mouth
+# photographs, then darkened (2026-12) after mediapipe on teacher renders read the interior at
+# 0.52–0.68 of cheek luma on held-out grace_hopper where real speakers measure 0.04–0.08
+# (issue 17): the cavity was too light and the teeth filled the opening.
+CAVITY_EDGE = np.array([0.17, 0.05, 0.055])
+CAVITY_DEEP = np.array([0.03, 0.008, 0.012])
+TEETH_UPPER = np.array([0.86, 0.82, 0.74])
+TEETH_LOWER = np.array([0.74, 0.70, 0.62])
+TEETH_GAP = np.array([0.42, 0.38, 0.34])
+TONGUE = np.array([0.50, 0.22, 0.24])
 
 UPPER_TEETH_IOD = 0.11
-"""Visible height of the upper incisors below the upper inner lip, IOD units (an adult central
-incisor crown is about 10 mm, IOD about 63 mm: ~0.16; the lip covers part)."""
+"""Most visible height of the upper incisors below the upper inner lip, IOD units (an adult
+central incisor crown is about 10 mm, IOD about 63 mm: ~0.16; the lip covers part)."""
 LOWER_TEETH_IOD = 0.07
-"""Visible height of the lower incisors above the lower inner lip, IOD units."""
+"""Most visible height of the lower incisors above the lower inner lip, IOD units."""
+UPPER_TEETH_SHARE = 0.35
+"""The upper teeth show at most this share of the opening (inner-lip gap at the centre): in
+speech the gap below the incisors' edge is dark (the cavity, the tongue low behind the lower
+teeth), so the teeth never fill the mouth."""
+LOWER_TEETH_SHARE = 0.12
+"""The lower teeth show at most this share of the opening: the lower lip covers them in most
+speech and they appear at wide openings only."""
+TONGUE_SHADE = 0.55
+"""The tongue's brightness at its middle relative to ``TONGUE``: it sits back in the cavity's
+shadow."""
+TONGUE_RISE_IOD = 0.01
+"""Centre of the tongue's ellipse relative to the lower inner lip's middle, IOD units, down
+positive: it rests low, half behind the lower lip and teeth (it used to stand 0.05 IOD up and,
+0.16 IOD tall, filled the lower half of the opening with a mid-red mediapipe read as a light
+interior)."""
+TONGUE_HEIGHT_IOD = 0.09
+"""Half-height of the tongue's ellipse, IOD units."""
 TOOTH_WIDTH_IOD = 0.13
 """Spacing of the drawn gaps between teeth, IOD units (central incisor ≈ 8.5 mm / 63 mm)."""
 
@@ -211,34 +231,36 @@ def mouth_interior(driving_keypoints: np.ndarray, size: int, iod: float) -> tupl
     _fill(mouth, [poly], origin)
     coverage = _down(mouth, shape)
 
-    # Cavity: dark red, deeper towards the middle of the opening.
+    # Cavity: dark red at the lips' edge, near black a little way in.
     centre = poly.mean(axis=0)
     half_w = max(0.5 * np.linalg.norm(upper[-1] - upper[0]), 1e-3)
-    half_h = max(0.5 * np.linalg.norm(lower[5] - upper[5]), 1e-3)
+    gap = max(float(np.linalg.norm(lower[5] - upper[5])), 1e-3)
+    half_h = 0.5 * gap
     ys, xs = np.mgrid[y0:y1, x0:x1] + 0.5
     r = np.sqrt(((xs - centre[0]) / half_w) ** 2 + ((ys - centre[1]) / (half_h + 0.15 * iod)) ** 2)
-    depth = np.clip(1.0 - r, 0.0, 1.0)[..., None]
+    depth = np.clip(2.2 * (1.0 - r), 0.0, 1.0)[..., None]
     rgb = CAVITY_EDGE * (1 - depth) + CAVITY_DEEP * depth
 
     # Tongue: an ellipse resting above the lower inner lip, behind the lower teeth.
     tongue = np.zeros(big, np.float32)
-    c = (lower[5] + np.array([0.0, -0.05 * iod]) - origin) * SUPERSAMPLE
-    axes = (0.65 * half_w * SUPERSAMPLE, 0.16 * iod * SUPERSAMPLE)
+    c = (lower[5] + np.array([0.0, TONGUE_RISE_IOD * iod]) - origin) * SUPERSAMPLE
+    axes = (0.55 * half_w * SUPERSAMPLE, TONGUE_HEIGHT_IOD * iod * SUPERSAMPLE)
     angle = np.degrees(np.arctan2(upper[-1, 1] - upper[0, 1], upper[-1, 0] - upper[0, 0]))
     cv2.ellipse(tongue, (round(c[0] * 16), round(c[1] * 16)),
                 (round(axes[0] * 16), round(axes[1] * 16)), angle, 0, 360, 1.0, -1,
                 cv2.LINE_AA, 4)
     t_alpha = _down(tongue, shape)[..., None]
     cx = c[0] / SUPERSAMPLE + x0
-    shade = np.clip(1.0 - 0.6 * np.abs(xs - cx)[..., None] / half_w, 0.4, 1.0)
+    shade = TONGUE_SHADE * np.clip(1.0 - 0.6 * np.abs(xs - cx)[..., None] / half_w, 0.4, 1.0)
     rgb = rgb * (1 - t_alpha) + TONGUE * shade * t_alpha
 
     # Teeth rows: a band along each inner lip, shading towards the corners, dark gaps between.
     down = _lip_normal(upper)
     along = (upper[-1] - upper[0]) / max(np.linalg.norm(upper[-1] - upper[0]), 1e-6)
-    for contour, height, colour, sign in ((lower, LOWER_TEETH_IOD, TEETH_LOWER, -1.0),
-                                          (upper, UPPER_TEETH_IOD, TEETH_UPPER, 1.0)):
-        inner = contour + sign * down * height * iod
+    rows = ((lower, min(LOWER_TEETH_IOD * iod, LOWER_TEETH_SHARE * gap), TEETH_LOWER, -1.0),
+            (upper, min(UPPER_TEETH_IOD * iod, UPPER_TEETH_SHARE * gap), TEETH_UPPER, 1.0))
+    for contour, height, colour, sign in rows:
+        inner = contour + sign * down * height
         band = np.zeros(big, np.float32)
         _fill(band, [np.concatenate([contour, inner[::-1]])], origin)
         lines = np.zeros(big, np.float32)
@@ -246,7 +268,7 @@ def mouth_interior(driving_keypoints: np.ndarray, size: int, iod: float) -> tupl
         for k in range(-3, 4):
             x = mid + along * (k + 0.5) * TOOTH_WIDTH_IOD * iod
             a = np.round((x - origin) * SUPERSAMPLE * 16).astype(np.int32)
-            b = np.round((x + sign * down[5] * height * iod - origin) * SUPERSAMPLE * 16)
+            b = np.round((x + sign * down[5] * height - origin) * SUPERSAMPLE * 16)
             cv2.line(lines, tuple(int(v) for v in a), tuple(int(v) for v in b), 1.0,
                      max(1, SUPERSAMPLE // 2), cv2.LINE_AA, 4)
         b_alpha = _down(band, shape)[..., None]

@@ -14,6 +14,8 @@ from engines import teacher
 from runtime.compositor import Compositor
 
 R = 256
+CHEEK_VERTICES = (205, 425)
+"""Face Mesh vertices on the right and left cheek (mid-cheek, below the eyes)."""
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,32 @@ def test_open_jaw_draws_a_dark_mouth(setup) -> None:
     assert lips.sum() > 100
     lum = frame.image.mean(axis=-1)
     assert lum[core].mean() < lum[lips].mean()
+
+
+@pytest.mark.parametrize("jaw", [0.3, 0.5, 1.0])
+def test_an_open_mouth_is_a_dark_cavity_not_a_row_of_teeth(setup, jaw: float) -> None:
+    """What a viewer (and mediapipe's interior measure) needs: the darkest tenth of the opening
+    is under a tenth of the cheeks' luma (real speakers: 0.04–0.08), it is reddish, and the
+    teeth show in under 45% of it. The teacher used to fill it with teeth and a mid-red tongue:
+    0.43 / 0.17 / 0.16 of cheek luma here at jawOpen 0.3 / 0.5 / 1, teeth in 51% at 0.3, and
+    0.52–0.68 as mediapipe read it on held-out grace_hopper."""
+    rig, source_kp, crop, tri = setup
+    kp, z = _drive(rig, {"jawOpen": jaw}, {})
+    img = teacher.render(crop, source_kp, kp, tri, z).image
+    inner = _polygon(kp, T.LIPS_INNER_UPPER, T.LIPS_INNER_LOWER)
+    y = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    iod = float(np.linalg.norm(source_kp[468] - source_kp[473]))
+    cheeks = []
+    for vertex in CHEEK_VERTICES:
+        cx, cy = source_kp[vertex]
+        r = max(2, round(0.08 * iod))
+        cheeks.append(y[round(cy) - r:round(cy) + r, round(cx) - r:round(cx) + r].mean())
+    darkness = float(np.percentile(y[inner], 10)) / float(np.mean(cheeks))
+    assert darkness < 0.1, darkness
+    px = img[inner]
+    assert (px[:, 0] - px[:, 2]).mean() > 0  # reddish, never the grey-blue of the clothes
+    teeth = (px.min(axis=1) > 0.5).mean()  # bright and unsaturated: tooth enamel
+    assert 0.0 < teeth < 0.45, teeth
 
 
 def test_flow_is_the_identity_at_the_crop_border(setup) -> None:
