@@ -59,6 +59,7 @@ from runtime.cli_args import (
     note_signer,
     param_default,
     quiet_native_logs,
+    sessions_arg,
 )
 from runtime.evals.command import COMMANDS as EVAL_COMMANDS
 
@@ -235,7 +236,7 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--public-host", action="append", default=list(C.public_hosts),
                    help="host name clients reach the server by (repeatable; IP addresses, "
                         "localhost and the --allowed-origin hosts always are)")
-    p.add_argument("--max-sessions", type=_sessions_arg, default=C.max_sessions,
+    p.add_argument("--max-sessions", type=sessions_arg, default=C.max_sessions,
                    help="concurrent sessions, or 'auto': the capacity facecast bench capacity "
                         "measured on this machine (measured at start-up if none is stored) "
                         "(default %(default)s)")
@@ -252,19 +253,6 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     add_allow_unconsented(p)
     add_badge(p)
     p.set_defaults(func=_serve)
-
-
-def _sessions_arg(text: str) -> int | str:
-    """``--max-sessions``: a positive integer or "auto"."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a number or 'auto', not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("at least 1")
-    return value
 
 
 def _serve(args: argparse.Namespace) -> int:

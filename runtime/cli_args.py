@@ -131,6 +131,20 @@ def badge_from(args: argparse.Namespace):
     return None if args.no_badge else Badge(args.badge_text, args.badge_corner)
 
 
+def sessions_arg(text: str) -> int | str:
+    """``--max-sessions`` of ``serve`` and ``livekit``: a positive integer or "auto". Raises
+    ``argparse.ArgumentTypeError`` otherwise."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or 'auto', not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
+
+
 def add_size(p: argparse.ArgumentParser, default: int,
              help: str = "renderer face crop side in pixels") -> None:
     """``--size R``, one of ``engines.renderer.SIZES``, defaulting to ``default``."""

@@ -397,6 +397,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
         add_backend,
         add_badge,
         add_size,
+        sessions_arg,
     )
 
     c = WorkerConfig
@@ -407,7 +408,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", default=c.fps, help="video frame rate (default %(default)s)")
     add_backend(p, c.backend)
     p.add_argument("--threads", type=int, default=c.threads, help="ONNX Runtime threads")
-    p.add_argument("--max-sessions", type=_sessions, default=c.max_sessions,
+    p.add_argument("--max-sessions", type=sessions_arg, default=c.max_sessions,
                    help="rooms at once, or 'auto': the capacity facecast bench capacity "
                         "measured on this machine (measured at start-up if none is stored); "
                         "the worker reports sessions / capacity as its load (default "
@@ -422,19 +423,6 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-secret", default=None, help=f"API secret (default ${ENV_SECRET})")
     add_allow_unconsented(p)
     add_badge(p)
-
-
-def _sessions(text: str) -> int | str:
-    """``--max-sessions``: a whole number ≥ 1 or "auto"."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a number or 'auto', not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("at least 1")
-    return value
 
 
 def run_command(args: argparse.Namespace) -> int:
