@@ -104,3 +104,36 @@ def env_without_test_microphone() -> dict[str, str]:
     browsers: Chromium would otherwise play its audio out through the private PulseAudio, which
     under load left the received audio unplayed (``totalAudioEnergy`` 0) in one full-suite run."""
     return {k: v for k, v in os.environ.items() if k not in _SOUND_ENV}
+
+
+VOICE = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+"""The Asterisk prompts' voice folder (apt package asterisk-core-sounds-en-g722)."""
+
+
+def prompt(name: str) -> tuple[np.ndarray, int]:
+    """An Asterisk prompt: float32 [N] mono at 16 kHz, and its rate; skips the test without the
+    package."""
+    from runtime.audio.decode import load_audio
+
+    path = VOICE / f"{name}.g722"
+    if not path.is_file():
+        pytest.skip("apt package asterisk-core-sounds-en-g722 is not installed")
+    return load_audio(path)
+
+
+def pcm16(x: np.ndarray) -> np.ndarray:
+    """float audio in [-1, 1] → int16 PCM (rounded, clipped)."""
+    return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def unconsented(tmp_path_factory) -> avatars.Avatar:
+    """A copy of the default avatar whose bundle says "not stated"."""
+    from avatars.bundle import write_bundle
+
+    default = avatars.load("default")
+    meta = {k: v for k, v in default.metadata.items() if k != "content_hash"}
+    folder = write_bundle(tmp_path_factory.mktemp("avatars") / "nobody",
+                          {**meta, "name": "nobody", "consent": "not stated"}, default.image,
+                          default.landmarks, (default.mask * 255).astype(np.uint8))
+    return avatars.load(folder)

@@ -7,22 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
 
 import avatars
-from avatars.bundle import ConsentMissing, consent_stated, require_consent, write_bundle
-
-
-@pytest.fixture(scope="module")
-def unconsented(tmp_path_factory) -> avatars.Avatar:
-    """A copy of the default avatar whose bundle says "not stated"."""
-    default = avatars.load("default")
-    meta = {k: v for k, v in default.metadata.items() if k != "content_hash"}
-    folder = write_bundle(tmp_path_factory.mktemp("avatars") / "nobody",
-                          {**meta, "name": "nobody", "consent": "not stated"}, default.image,
-                          default.landmarks, (default.mask * 255).astype(np.uint8))
-    return avatars.load(folder)
+from avatars.bundle import ConsentMissing, consent_stated, require_consent
 
 
 def test_what_counts_as_stated() -> None:

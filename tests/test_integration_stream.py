@@ -9,36 +9,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import pcm16, prompt
 
 import avatars
-from avatars.bundle import ConsentMissing, write_bundle
+from avatars.bundle import ConsentMissing
 from engines.audio import OUTPUT_SAMPLE_RATE
-from runtime.audio.decode import load_audio
 from runtime.audio.resample import resample
 from runtime.clock import AvClock
 from runtime.integrations.stream import AvatarEngine, BufferFull, PairedFrame
 from runtime.live.events import SpeechEnded, SpeechStarted, StateChanged
 from runtime.live.monotonic import VirtualClock
 from runtime.provenance.disclosure import Badge, badge_box
-
-VOICE = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
-"""The Asterisk prompts' voice folder (apt package asterisk-core-sounds-en-g722)."""
-
-
-def prompt(name: str) -> tuple[np.ndarray, int]:
-    """An Asterisk prompt: float32 [N] mono at 16 kHz; skips the test without the package."""
-    path = VOICE / f"{name}.g722"
-    if not path.is_file():
-        pytest.skip("apt package asterisk-core-sounds-en-g722 is not installed")
-    return load_audio(path)
-
-
-def pcm16(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
 
 
 def run(main, fps=25):
@@ -259,17 +243,6 @@ def test_bad_input_is_refused_with_the_reason(caplog):
         assert engine.sessions == 0
 
     run(main)
-
-
-@pytest.fixture(scope="module")
-def unconsented(tmp_path_factory) -> avatars.Avatar:
-    """A copy of the default avatar whose bundle says "not stated"."""
-    default = avatars.load("default")
-    meta = {k: v for k, v in default.metadata.items() if k != "content_hash"}
-    folder = write_bundle(tmp_path_factory.mktemp("avatars") / "nobody",
-                          {**meta, "name": "nobody", "consent": "not stated"}, default.image,
-                          default.landmarks, (default.mask * 255).astype(np.uint8))
-    return avatars.load(folder)
 
 
 def test_consent_is_required_and_badge_and_watermark_are_on_by_default(unconsented, caplog):

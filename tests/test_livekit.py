@@ -22,10 +22,11 @@ import threading
 import time
 import urllib.request
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import pcm16
+from conftest import prompt as asterisk_prompt
 
 pytest.importorskip("livekit.agents", reason="the livekit extra is not installed")
 
@@ -40,7 +41,6 @@ from livekit.protocol import agent as lk_agent
 from livekit.protocol import models as lk_models
 
 from engines.audio import OUTPUT_SAMPLE_RATE
-from runtime.audio.decode import load_audio
 from runtime.audio.resample import resample
 from runtime.bench.harness import darkness, mouth_box
 from runtime.integrations.livekit_avatar import (
@@ -58,8 +58,6 @@ from runtime.integrations.livekit_worker import (
 )
 from runtime.integrations.stream import AvatarEngine
 
-VOICE = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
-"""The Asterisk prompts' voice folder (apt package asterisk-core-sounds-en-g722)."""
 FPS = 25
 FRAME = OUTPUT_SAMPLE_RATE // FPS  # 1920 samples of 48 kHz audio per video frame
 FPS_TOLERANCE = 2.5
@@ -69,12 +67,8 @@ clock, not this shared machine's load: ``DESIGN.md`` asks for no precise timing 
 
 def prompt(name: str, rate: int) -> np.ndarray:
     """An Asterisk prompt (16 kHz G.722) as int16 [n] at ``rate`` Hz; skips without them."""
-    path = VOICE / f"{name}.g722"
-    if not path.is_file():
-        pytest.skip("apt package asterisk-core-sounds-en-g722 is not installed")
-    x, r = load_audio(path)
-    x = resample(x, r, rate) if rate != r else x
-    return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
+    x, r = asterisk_prompt(name)
+    return pcm16(resample(x, r, rate) if rate != r else x)
 
 
 def audio_frames(pcm: np.ndarray, rate: int, ms: int = 20) -> list[rtc.AudioFrame]:

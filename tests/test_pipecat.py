@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import env_without_test_microphone
+from conftest import env_without_test_microphone, pcm16, prompt
 
 pytest.importorskip("pipecat", reason="pipecat-ai (extra facecast[pipecat]) is not installed")
 
@@ -43,14 +43,12 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from engines.audio import OUTPUT_SAMPLE_RATE
-from runtime.audio.decode import load_audio
 from runtime.audio.resample import resample
 from runtime.integrations.pipecat_service import FacecastVideoService, pcm_mono
 from runtime.integrations.stream import AvatarEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "out"
-VOICE = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 MOUTH_OPEN_IOD = 0.2
 """Inner-lip gap (inter-ocular distances) above which the mouth counts as open: the default
 avatar at rest measures 0.09–0.17 (idle motion included), speaking 0.30 (median)."""
@@ -65,17 +63,6 @@ MOUTH_REST_LUMA = 5.0
 CHUNK_S = 0.1
 """Seconds of audio per TTSAudioRawFrame the test sends (Pipecat's TTS services send 20 ms to
 whole sentences)."""
-
-
-def prompt(name: str) -> tuple[np.ndarray, int]:
-    path = VOICE / f"{name}.g722"
-    if not path.is_file():
-        pytest.skip("apt package asterisk-core-sounds-en-g722 is not installed")
-    return load_audio(path)
-
-
-def pcm16(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
 
 
 def tts_frames(pcm: np.ndarray, rate: int) -> list[TTSAudioRawFrame]:
