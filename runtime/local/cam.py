@@ -320,30 +320,25 @@ class CamResult:
                 f"underruns {self.mic.get('underruns', 0)}")
 
 
-def _record_credentials(options: CamOptions):
-    """The ``--record`` file's C2PA signing callback (``runtime.provenance.c2pa``)."""
-    import avatars
-    from runtime.provenance.c2pa import Provenance, sign_file
+def _record_credentials(options: CamOptions, avatar):
+    """The ``--record`` file's C2PA signing callback for ``avatar`` (``runtime.provenance.c2pa``).
+    """
+    from runtime.provenance.c2pa import Provenance, mp4_signer
 
-    avatar = avatars.load(options.avatar)
     speech = f"microphone:{options.device if options.device is not None else 'default'}"
-    provenance = Provenance(avatar.name, avatar.metadata, speech, options.badge is not None,
-                            options.watermark)
-
-    def sign(path) -> None:
-        sign_file(path, provenance, options.c2pa_identity, mime="video/mp4")
-
-    return sign
+    return mp4_signer(Provenance(avatar.name, avatar.metadata, speech, options.badge is not None,
+                                 options.watermark), options.c2pa_identity)
 
 
-def _open_sinks(options: CamOptions, width: int, height: int, title: str) -> list[Sink]:
+def _open_sinks(options: CamOptions, avatar, width: int, height: int, title: str
+                ) -> list[Sink]:
     from runtime.local.sinks import PreviewWindow, Recorder, VirtualCamera
 
     sinks: list[Sink] = []
     try:
         if options.record:
             sinks.append(Recorder(options.record, width, height, options.fps,
-                                  credentials=_record_credentials(options)))
+                                  credentials=_record_credentials(options, avatar)))
         if options.vcam:
             sinks.append(VirtualCamera(width, height, options.fps, device=options.vcam_device))
         if options.preview:
@@ -399,7 +394,7 @@ def run_cam(options: CamOptions, stop: threading.Event | None = None,
                     "--allow-unconsented-avatar was given", avatar.name)
     device = find_device(options.device)  # fail on a bad device before loading models
     height, width = (s // 2 * 2 for s in avatar.image.shape[:2])
-    sinks = _open_sinks(options, width, height, f"facecast — {avatar.name}")
+    sinks = _open_sinks(options, avatar, width, height, f"facecast — {avatar.name}")
     try:
         return asyncio.run(_run(options, avatar, device, sinks, stop or threading.Event(),
                                 drive, on_started))

@@ -181,15 +181,11 @@ def file_credentials(avatar: Avatar, options: RenderOptions):
     """The ``Mp4Writer`` credentials callback for a render of ``avatar`` with ``options``:
     signs the finished file with a manifest saying what made it (``runtime.provenance.c2pa``).
     """
-    from runtime.provenance.c2pa import Provenance, sign_file
+    from runtime.provenance.c2pa import Provenance, mp4_signer
 
-    provenance = Provenance(avatar.name, avatar.metadata, options.speech,
-                            options.badge is not None, options.watermark)
-
-    def sign(path: Path) -> None:
-        sign_file(path, provenance, options.c2pa_identity, mime="video/mp4")
-
-    return sign
+    return mp4_signer(Provenance(avatar.name, avatar.metadata, options.speech,
+                                 options.badge is not None, options.watermark),
+                      options.c2pa_identity)
 
 
 def render_audio(avatar: Avatar, audio: np.ndarray, sample_rate: int, out_path: str | Path,

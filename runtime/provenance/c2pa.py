@@ -17,7 +17,6 @@ folder and says so: files signed with it validate structurally, but no one else 
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import json
 import os
 import shutil
@@ -243,6 +242,27 @@ def sign_file(path: str | os.PathLike, provenance: Provenance,
     return identity
 
 
+def mp4_signer(provenance: Provenance, identity: Identity | None = None):
+    """The ``runtime.offline.mp4.Mp4Writer`` credentials callback: signs the finished
+    (temporary, suffix-less) MP4 with ``provenance`` (``sign_file``)."""
+
+    def sign(path: Path) -> None:
+        sign_file(path, provenance, identity, mime="video/mp4")
+
+    return sign
+
+
+def dev_trust_anchor(folder: Path | None = None) -> bytes | None:
+    """The root certificate (PEM) of this machine's development identity, if it has one (the
+    chain ``_make_dev_identity`` writes: signing certificate, then root); None otherwise."""
+    chain = (folder or data_dir() / "c2pa-dev") / "chain.pem"
+    if not chain.is_file():
+        return None
+    pem = chain.read_bytes()
+    end = b"-----END CERTIFICATE-----"
+    return pem[pem.index(end) + len(end):].strip() + b"\n"
+
+
 @dataclass(frozen=True)
 class Credentials:
     """What ``read_credentials`` found.
@@ -275,24 +295,22 @@ def read_credentials(path: str | os.PathLike, trust_pem: bytes | None = None) ->
 
     path = Path(path)
     mime = MIME.get(path.suffix.lower())
-    data = path.read_bytes()
-    if mime is None:
-        return Credentials(False, False)
-    try:
+    with open(path, "rb") as stream:
+        if mime is None:
+            return Credentials(False, False)
         context = None
         if trust_pem:
-            settings = c2pa.Settings.from_dict({"verify": {"verify_trust": True},
-                                                "trust": {"user_anchors": trust_pem.decode()}})
-            context = c2pa.Context(settings)
-        reader = (c2pa.Reader(mime, io.BytesIO(data), context=context) if context else
-                  c2pa.Reader(mime, io.BytesIO(data)))
-    except c2pa.C2paError as exc:
-        text = str(exc)
-        if "ManifestNotFound" in text or "JumbfNotFound" in text or "no JUMBF" in text.lower():
-            return Credentials(False, False)
-        return Credentials(True, False, "Invalid", failures=(text.splitlines()[0][:200],))
-    with reader:
-        store = json.loads(reader.json())
+            context = c2pa.Context(c2pa.Settings.from_dict(
+                {"verify": {"verify_trust": True}, "trust": {"user_anchors": trust_pem.decode()}}))
+        try:
+            reader = c2pa.Reader(mime, stream, context=context)
+        except c2pa.C2paError as exc:
+            text = str(exc)
+            if "ManifestNotFound" in text or "JumbfNotFound" in text or "no JUMBF" in text.lower():
+                return Credentials(False, False)
+            return Credentials(True, False, "Invalid", failures=(text.splitlines()[0][:200],))
+        with reader:
+            store = json.loads(reader.json())
         state = store.get("validation_state")
         results = store.get("validation_results") or {}
         active = (results.get("activeManifest") or {})

@@ -104,7 +104,7 @@ def verify(path: str | os.PathLike, max_frames: int = MAX_FRAMES) -> Report:
     folder), so files this machine signed read as trusted here. Raises ValueError for a file
     that cannot be decoded, FileNotFoundError for a missing one."""
     from runtime.provenance import watermark as wm
-    from runtime.provenance.c2pa import data_dir, read_credentials
+    from runtime.provenance.c2pa import dev_trust_anchor, read_credentials
 
     path = Path(path)
     if not path.is_file():
@@ -116,11 +116,5 @@ def verify(path: str | os.PathLike, max_frames: int = MAX_FRAMES) -> Report:
     detection = wm.detect_residual(np.mean(residuals, axis=0))
     marked = int(detection.found) if kind == "image" else sum(
         wm.detect_residual(r, periods=np.array([detection.period_px])).found for r in residuals)
-    dev_chain = data_dir() / "c2pa-dev" / "chain.pem"
-    trust = None
-    if dev_chain.is_file():
-        pem = dev_chain.read_bytes()
-        end = b"-----END CERTIFICATE-----"
-        trust = pem[pem.index(end) + len(end):].strip() + b"\n"  # the root, after the signer
     return Report(str(path), kind, len(frames), marked, detection,
-                  read_credentials(path, trust_pem=trust))
+                  read_credentials(path, trust_pem=dev_trust_anchor()))
