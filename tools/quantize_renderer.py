@@ -13,7 +13,7 @@ Variants (``VARIANTS``):
               GridSample, Resize, the keypoint → flow interpolation (MatMul/IDW) and the output
               blend stay fp32. The default.
     conv_trunk  as ``conv`` but the last, image-facing convolutions (``flow_head``,
-              ``decoder.2``) stay fp32.
+              ``decoder.3``) stay fp32.
     all       ORT's default op set (Conv, MatMul, Resize, AveragePool, Clip, Gather, ...) int8.
     dynamic   ``quantize_dynamic`` (MatMul only: int8 weights, activations quantised per call).
     fp32_opt  no quantisation: the graph as ORT_ENABLE_ALL optimises it, saved (for context).
@@ -50,7 +50,8 @@ if str(ROOT) not in sys.path:
 VARIANTS = ("conv", "conv_trunk", "all", "dynamic", "fp32_opt")
 HELD_OUT_OFFSET = 1000
 """The held-out poses use seed ``seed + HELD_OUT_OFFSET`` (never the calibration seed)."""
-IMAGE_FACING_CONVS = ("/flow_head/Conv", "/decoder/decoder.2/Conv")
+IMAGE_FACING_CONVS = ("/flow_head/Conv", "/decoder/decoder.3/Conv")
+"""The convolutions whose outputs are the flow and the painted pixels (renderer version 2)."""
 
 
 # ------------------------------------------------------------------ inputs

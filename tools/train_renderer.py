@@ -1,6 +1,7 @@
 """Train the neural renderer on teacher pairs (``tools/renderer_data.py``).
 
     python tools/train_renderer.py --out runs/renderer [--steps 3600] [--minutes 100] [--seed 0]
+        [--warm-start engines/models/renderer_v1.pt]
 
 Seeded and reproducible on one machine (one data worker with its own seeded generator; torch's
 CPU kernels are deterministic for these ops). On the 2-core reference machine a step at batch 12
@@ -9,7 +10,13 @@ a step boundary and still writes the checkpoint. Writes ``OUT/renderer.pt`` (key
 ``encoder``, ``renderer``, ``step``, ``portraits``) every ``--save-every`` steps and at the end,
 and ``OUT/log.jsonl`` with the losses. Export with ``tools/export_onnx.py``.
 
-Losses (all L1 unless stated): output frame vs teacher; backward displacement on the motion grid
+Training identities are every available portrait of ``runtime/evals/portraits.py`` that is not held out,
+and its mirror, each sample made into a new identity by ``tools/renderer_data`` (shape morph and
+restyling). ``--warm-start`` copies the layers a version-1 checkpoint shares with version 2
+(``renderer_model.warm_start``).
+
+Losses (all L1 unless stated): output frame vs teacher, weighted by the sample's focus map (eyes
+and mouth ×5); backward displacement on the motion grid
 vs the teacher's flow (where the teacher shows the warped source); painted RGB vs teacher inside
 the teacher's mouth; blend mask vs teacher alpha (binary cross-entropy).
 """
@@ -29,8 +36,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engines.training.renderer_model import DISP_SCALE, RendererDims, build, normalise
-from tools import portraits as portrait_registry
+from engines.training.renderer_model import DISP_SCALE, RendererDims, build, normalise, warm_start
+from runtime.evals import portraits as portrait_registry
 from tools.renderer_data import Face, make_sample, prepare_faces
 
 
@@ -55,6 +62,7 @@ class TeacherPairs(torch.utils.data.IterableDataset):
                 "target": torch.from_numpy(s.target).permute(2, 0, 1),
                 "flow": torch.from_numpy(s.flow).permute(2, 0, 1),
                 "alpha": torch.from_numpy(s.alpha)[None],
+                "focus": torch.from_numpy(s.focus)[None],
             }
 
 
@@ -65,7 +73,7 @@ def training_portraits() -> list[tuple[str, np.ndarray]]:
         if not p.heldout:
             out.append((p.name, portrait_registry.load_portrait(p)))
     if not out:
-        raise SystemExit("no training portraits available (see tools/portraits.py)")
+        raise SystemExit("no training portraits available (see runtime/evals/portraits.py)")
     return out
 
 
@@ -75,7 +83,8 @@ def losses(model_out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
     g = dims.motion_grid
     target = batch["target"]
     alpha = batch["alpha"]
-    frame = (model_out["frames"] - target).abs().mean()
+    focus = batch["focus"]
+    frame = ((model_out["frames"] - target).abs() * focus).mean() / focus.mean()
     flow_n = normalise(batch["flow"].permute(0, 2, 3, 1), dims.size).permute(0, 3, 1, 2)
     flow_g = F.adaptive_avg_pool2d(flow_n, g)
     alpha_g = F.adaptive_avg_pool2d(alpha, g)
@@ -109,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--small", action="store_true", help="tiny model (tests)")
     ap.add_argument("--resume", default=None, help="checkpoint to continue from")
+    ap.add_argument("--warm-start", default=None,
+                    help="version-1 checkpoint whose shared layers start the training")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -118,8 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     dims = RendererDims(size=args.size)
     if args.small:
         dims = RendererDims(size=args.size, motion_grid=32, feature_channels=4,
-                            unet_channels=(8, 8, 8), decoder_channels=4)
+                            unet_channels=(8, 8, 8), decoder_channels=4, idw_grid=16)
     encoder, renderer = build(dims)
+    if args.warm_start:
+        copied = warm_start(renderer, encoder,
+                            torch.load(args.warm_start, map_location="cpu", weights_only=True))
+        print(f"warm start: {len(copied)} tensors from {args.warm_start}", flush=True)
     params = list(encoder.parameters()) + list(renderer.parameters())
     opt = torch.optim.Adam(params, lr=args.lr)
     start = 0

@@ -7,19 +7,31 @@ and TensorRT run natively (Conv, Resize, 2-D GridSample, MatMul, Sigmoid, Reduce
   run once per avatar and cached.
 * ``Renderer``: (source, features, source keypoints, driving keypoints) → frames [B, 3, R, R].
 
-Per frame:
+Per frame (version 2, issue 17: half the CPU time of version 1, lids and interior painted from
+geometry and the face's own colours):
 
 1. **Sparse → dense motion (analytic).** The backward displacement known at the 468 driving mesh
-   keypoints (source − driving) and at fixed border anchors (zero) is spread over a G × G grid by
-   inverse-distance weighting (Shepard 1968, power 2) — one MatMul.
-2. **Dense-motion network.** A small U-Net on that grid sees the IDW displacement, the source and
-   its encoder features warped by it (2-D grid_sample), and a soft mask of the driving inner-lip
-   polygon, and returns a flow correction and decoder features.
-3. **Decoder** at ``decoder_grid`` (2G): from those features, the source warped by the refined flow,
-   the mouth mask and a "mouth frame" (signed distances to the upper and lower inner-lip contours
-   and the lateral position along the lips, in inter-ocular units) it paints what the source cannot
-   show — cavity, teeth moving with each jaw, tongue, and lids — and a blend mask.
-4. **Output** at R: the source warped by the upsampled flow, blended with the painted RGB.
+   keypoints (source − driving) and at fixed border anchors (zero) is spread over a grid by
+   inverse-distance weighting (Shepard 1968, power 2) — two MatMuls and a Reciprocal — on a
+   G/2 grid, upsampled bilinearly to G.
+2. **Conditioning** (computed on the G/2 grid, upsampled to G), all from keypoints: mouth maps (a soft inside-mask of the driving
+   inner-lip polygon, signed distances to the upper and lower inner-lip contours in IOD units, the
+   lateral position along the lips), eye maps (the same for the nearer eye's lid contours, and that
+   eye's closure 1 − driving lid gap / source lid gap under a Gaussian window), and the face's own
+   colours: the source sampled at known mesh vertices of the cheeks, the lips and the upper lids
+   (``COLOUR_GROUPS``), one RGB triple each, broadcast over the grid. The painted cavity, teeth,
+   tongue and lids are conditioned on these, not on what surrounds the mouth (clothes, background).
+3. **Dense-motion network.** A small U-Net on G sees the IDW displacement, the conditioning, the
+   source and its encoder features warped by it (2-D grid_sample), and returns a flow correction
+   and decoder features.
+4. **Output** at R: the source warped by the upsampled flow (one 2-D grid_sample at R).
+5. **Decoder on G with a sub-pixel output** (Shi et al. 2016, "Real-Time Single Image and Video
+   Super-Resolution Using an Efficient Sub-Pixel CNN"): from the U-Net features, the conditioning
+   and the warped output folded to G (average-pooled to 2G, then space-to-depth), it paints RGB and
+   a blend mask at 2G by depth-to-space (resized to R) — what the source cannot show (cavity, teeth, tongue,
+   closing lids). Version 1 ran its decoder and a second grid_sample at 2G; this is where most of
+   the time went.
+6. The warped source blended with the painted RGB by the mask.
 
 Weights are independent of R: every learned layer works on the G / 2G grids, so the same weights
 export at R = 256 and R = 512 (``RendererDims.size``). Keypoints are crop pixels with mediapipe's
@@ -53,16 +65,22 @@ class RendererDims:
         motion_grid: G, side of the dense-motion grid (encoder features and flow).
         feature_channels: F, encoder feature channels.
         unet_channels: channels at G, G/2 and G/4 in the dense-motion U-Net.
-        decoder_channels: channels of the decoder at 2G.
+        decoder_channels: channels of the decoder on G.
         idw_eps: IDW regulariser (normalised units squared), about a quarter cell².
+        idw_grid: side of the grid the IDW displacement is computed on before a bilinear
+            upsampling to G (the IDW was a fifth of version 1's time at G; the U-Net's
+            correction restores the detail at the lips).
+        version: architecture version (2; checkpoints of version 1 do not load).
     """
 
     size: int = 256
     motion_grid: int = 64
-    feature_channels: int = 16
+    feature_channels: int = 8
     unet_channels: tuple[int, int, int] = (32, 48, 64)
-    decoder_channels: int = 16
+    decoder_channels: int = 24
     idw_eps: float = 2.5e-4
+    idw_grid: int = 32
+    version: int = 2
 
     def to_json(self) -> str:
         """JSON text of the dimensions (for checkpoints and ONNX metadata)."""
@@ -70,8 +88,11 @@ class RendererDims:
 
     @staticmethod
     def from_json(text: str) -> RendererDims:
-        """Inverse of ``to_json``; unknown keys raise TypeError."""
+        """Inverse of ``to_json``; unknown keys raise TypeError, another version ValueError."""
         data = json.loads(text)
+        if data.get("version", 1) != 2:
+            raise ValueError(f"renderer checkpoint of version {data.get('version', 1)}; this code "
+                             "runs version 2 (retrain with tools/train_renderer.py)")
         data["unet_channels"] = tuple(data["unet_channels"])
         return RendererDims(**data)
 
@@ -105,6 +126,11 @@ def idw_displacement(points: torch.Tensor, values: torch.Tensor, grid: torch.Ten
                      eps: float) -> torch.Tensor:
     """Inverse-distance-weighted interpolation (power 2; Shepard 1968).
 
+    Written for ONNX Runtime's CPU kernels: the squared distances plus ``eps`` come out of one
+    MatMul of augmented vectors ([x, y, 1, x² + y²] · [−2p_x, −2p_y, |p|² + eps, 1]), and the
+    weighted sum and the sum of weights out of one more ([values, 1]), so only a Reciprocal and
+    a Mul touch the [B, P, N] weights.
+
     Args:
         points: [B, N, 2] normalised control-point positions.
         values: [B, N, 2] values at the points.
@@ -114,13 +140,15 @@ def idw_displacement(points: torch.Tensor, values: torch.Tensor, grid: torch.Ten
     Returns:
         [B, P, 2] interpolated values.
     """
-    g2 = (grid * grid).sum(-1)[None, :, None]  # [1, P, 1]
-    p2 = (points * points).sum(-1)[:, None, :]  # [B, 1, N]
-    cross = torch.matmul(grid[None].expand(points.shape[0], -1, -1), points.transpose(1, 2))
-    d2 = torch.clamp(g2 + p2 - 2 * cross, min=0.0)
-    w = 1.0 / (d2 + eps) ** 2
-    w = w / w.sum(-1, keepdim=True)
-    return torch.matmul(w, values)
+    g_aug = torch.cat([grid, torch.ones_like(grid[:, :1]), (grid * grid).sum(-1, keepdim=True)],
+                      1)  # [P, 4]
+    p2 = (points * points).sum(-1, keepdim=True) + eps
+    p_aug = torch.cat([-2 * points, p2, torch.ones_like(p2)], 2)  # [B, N, 4]
+    d2 = torch.matmul(g_aug, p_aug.transpose(1, 2))  # [B, P, N], ≥ eps up to rounding
+    r = torch.reciprocal(d2)
+    w = r * r  # a Pow node costs ONNX Runtime several times a Mul
+    num = torch.matmul(w, torch.cat([values, torch.ones_like(values[..., :1])], 2))  # [B, P, 3]
+    return num[..., :2] / num[..., 2:]
 
 
 def _edge_distances(poly: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -164,6 +192,78 @@ def mouth_maps(drv: torch.Tensor, grid: torch.Tensor, n: int, iod: torch.Tensor,
     return maps.reshape(drv.shape[0], 4, n, n)
 
 
+EYES = ((T.RIGHT_EYE_UPPER, T.RIGHT_EYE_LOWER), (T.LEFT_EYE_UPPER, T.LEFT_EYE_LOWER))
+EYE_WINDOW_IOD = 0.3
+"""Gaussian sigma (IOD units) of the window that carries an eye's closure around it."""
+
+
+def eye_maps(src: torch.Tensor, drv: torch.Tensor, grid: torch.Tensor, n: int,
+             iod: torch.Tensor, cell: float) -> torch.Tensor:
+    """Eye conditioning maps on an n × n grid for normalised keypoints [B, 478, 2].
+
+    Returns [B, 4, n, n], each from the eye nearer to the grid point: soft inside-mask of the
+    driving eye polygon, distance below the upper lid contour and above the lower one (IOD units,
+    positive inside, clamped to ±1), and that eye's closure (1 − driving / source mean lid gap,
+    clamped to [0, 1]) under a Gaussian window of sigma ``EYE_WINDOW_IOD``.
+    """
+    per_eye = []
+    dist = []
+    scale = iod[:, None]
+    for upper, lower in EYES:
+        poly = drv[:, list(upper) + list(lower[-2:0:-1])]
+        d = _edge_distances(poly, grid)  # [B, P, 16]
+        n_up = len(upper) - 1
+        mask = torch.sigmoid((d.min(-1).values - 0.25 * cell) / (0.25 * cell))
+        d_upper = (d[..., :n_up].min(-1).values / scale).clamp(-1, 1)
+        d_lower = (d[..., n_up:].min(-1).values / scale).clamp(-1, 1)
+        pairs = list(zip(upper[1:-1], lower[1:-1]))
+        top = [a for a, _ in pairs]
+        bottom = [b for _, b in pairs]
+        gap_d = torch.sqrt(((drv[:, top] - drv[:, bottom]) ** 2).sum(-1) + 1e-12).mean(-1)
+        gap_s = torch.sqrt(((src[:, top] - src[:, bottom]) ** 2).sum(-1) + 1e-12).mean(-1)
+        closure = (1.0 - gap_d / (gap_s + 1e-6)).clamp(0, 1)  # [B]
+        centre = drv[:, list(upper) + list(lower)].mean(1)  # [B, 2]
+        r2 = ((grid[None] - centre[:, None]) ** 2).sum(-1) / (scale * scale)  # [B, P]
+        window = torch.exp(-r2 / (2 * EYE_WINDOW_IOD ** 2))
+        per_eye.append(torch.stack([mask, d_upper, d_lower, closure[:, None] * window], 1))
+        dist.append(r2)
+    nearer_right = (dist[0] <= dist[1])[:, None]
+    maps = torch.where(nearer_right, per_eye[0], per_eye[1])
+    return maps.reshape(drv.shape[0], 4, n, n)
+
+
+COLOUR_GROUPS = (
+    ("cheeks", (50, 280, 101, 330, 205, 425, 36, 266), (), 0.0),
+    ("lips", (37, 0, 267, 84, 17, 314, 40, 270, 181, 405), (82, 13, 312, 87, 14, 317, 80, 310, 88,
+                                                            318), 0.5),
+    ("lids", (160, 159, 158, 387, 386, 385), (52, 65, 52, 282, 295, 282), 0.3),
+)
+"""Where the face's own colours are sampled: (name, vertices a, vertices b, t); each sample point is
+a + t·(b − a) on the source keypoints (Face Mesh indices): cheek vertices; the middle of the
+vermilion between the outer and inner lip contours; the upper lid skin 30% of the way from the
+upper lid contour towards the lower brow edge."""
+
+
+def face_colours(source: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """Mean RGB [B, 3·len(COLOUR_GROUPS)] of the source crop [B, 3, R, R] at the
+    ``COLOUR_GROUPS`` sample points of normalised source keypoints src [B, 478, 2]."""
+    points = []
+    counts = []
+    for _, a, b, t in COLOUR_GROUPS:
+        pa = src[:, list(a)]
+        points.append(pa if not b else pa + t * (src[:, list(b)] - pa))
+        counts.append(len(a))
+    grid = torch.cat(points, 1)[:, None]  # [B, 1, K, 2]
+    rgb = F.grid_sample(source, grid, mode="bilinear", padding_mode="border",
+                        align_corners=False)[:, :, 0]  # [B, 3, K]
+    out = []
+    k = 0
+    for c in counts:
+        out.append(rgb[:, :, k:k + c].mean(-1))
+        k += c
+    return torch.cat(out, 1)
+
+
 def inter_ocular(kp: torch.Tensor) -> torch.Tensor:
     """Inter-ocular distance [B] of keypoints [B, 478, 2]: eye-centre distance, each centre the
     midpoint of its corners (33/133, 263/362), as ``avatars.bundle.inter_ocular_distance``."""
@@ -190,12 +290,15 @@ class RendererEncoder(nn.Module):
 
 
 class Renderer(nn.Module):
-    """One frame per batch row.
+    """One frame per batch row (version 2; see the module docstring).
 
     forward(source [B, 3, R, R] in [0, 1], features [B, F, G, G], source_keypoints [B, 478, 2],
     driving_keypoints [B, 478, 2] in crop pixels) → frames [B, 3, R, R] in [0, 1].
     ``forward_train`` also returns the flow and mask for auxiliary losses.
     """
+
+    UPSCALE = 2
+    """The decoder paints at UPSCALE · G (depth-to-space), then a bilinear resize to R."""
 
     def __init__(self, dims: RendererDims):
         super().__init__()
@@ -206,22 +309,27 @@ class Renderer(nn.Module):
         anchors = torch.tensor(border_anchors(1), dtype=torch.float32) * 2 - 1  # normalised
         self.register_buffer("anchors", anchors, persistent=False)
         self.register_buffer("grid_g", grid_centres(g), persistent=False)
-        self.register_buffer("grid_2g", grid_centres(2 * g), persistent=False)
+        self.register_buffer("grid_idw", grid_centres(dims.idw_grid), persistent=False)
         self.register_buffer("grid_r", grid_centres(dims.size), persistent=False)
-        cin = 2 + 4 + 3 + f
-        self.enc1 = nn.Sequential(_conv(cin, c1), _conv(c1, c1))
+        n_colours = 3 * len(COLOUR_GROUPS)
+        self.n_cond = 4 + 4 + n_colours
+        cin = 2 + 3 + f + 8  # the U-Net sees the mouth and eye maps; the colours go to the decoder
+        self.enc1 = nn.Sequential(_conv(cin, c1))
         self.enc2 = nn.Sequential(_conv(c1, c2, 2), _conv(c2, c2))
         self.enc3 = nn.Sequential(_conv(c2, c3, 2), _conv(c3, c3))
         self.up3 = nn.Conv2d(c3, c2, 1)
         self.dec2 = _conv(c2, c2)
         self.up2 = nn.Conv2d(c2, c1, 1)
         self.dec1 = _conv(c1, c1)
-        self.flow_head = nn.Conv2d(c1, 2, 3, 1, 1)
+        self.flow_head = nn.Conv2d(c1, 2, 1)
         nn.init.zeros_(self.flow_head.weight)
         nn.init.zeros_(self.flow_head.bias)
         d = dims.decoder_channels
-        self.dec_in = nn.Conv2d(c1, d, 1)
-        self.decoder = nn.Sequential(_conv(d + 3 + 4, d), _conv(d, d), nn.Conv2d(d, 4, 3, 1, 1))
+        u = self.UPSCALE
+        self.decoder = nn.Sequential(
+            nn.Conv2d(c1 + 12 + self.n_cond, d, 1), nn.LeakyReLU(0.2),
+            _conv(d, d),
+            nn.Conv2d(d, 4 * u * u, 1))
 
     def _sparse(self, skp: torch.Tensor, dkp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised control points and backward displacements: [B, 468 + A, 2] each."""
@@ -239,23 +347,34 @@ class Renderer(nn.Module):
         normalised units), ``mask`` [B,1,2G,2G] (painted share) and ``painted`` [B,3,2G,2G]."""
         dims = self.dims
         g, r = dims.motion_grid, dims.size
+        u = self.UPSCALE
         b = source.shape[0]
         pts, disp_pts = self._sparse(source_keypoints, driving_keypoints)
-        disp0 = idw_displacement(pts, disp_pts, self.grid_g, dims.idw_eps)  # [B, G², 2]
-        disp0 = disp0.transpose(1, 2).reshape(b, 2, g, g)
+        n = dims.idw_grid
+        disp0 = idw_displacement(pts, disp_pts, self.grid_idw, dims.idw_eps)  # [B, n², 2]
+        disp0 = disp0.transpose(1, 2).reshape(b, 2, n, n)
+        if n != g:
+            disp0 = F.interpolate(disp0, size=(g, g), mode="bilinear", align_corners=False)
         base_g = self.grid_g.t().reshape(1, 2, g, g)
 
         drv = normalise(driving_keypoints, r)
+        src = normalise(source_keypoints, r)
         iod = inter_ocular(drv)
-        m_g = mouth_maps(drv, self.grid_g, g, iod, 2.0 / g)
-        src_2g = F.interpolate(source, size=(2 * g, 2 * g), mode="bilinear", align_corners=False)
-        src_g = F.avg_pool2d(src_2g, 2)
+        colours = face_colours(source, src)[:, :, None, None]  # [B, 9, 1, 1]
+        # Keypoint maps on the IDW grid, upsampled: distances are near-linear fields, and the
+        # many small ops of the polygon distances were a quarter of the time on G.
+        maps = torch.cat([mouth_maps(drv, self.grid_idw, n, iod, 2.0 / n),
+                          eye_maps(src, drv, self.grid_idw, n, iod, 2.0 / n)], 1)
+        if n != g:
+            maps = F.interpolate(maps, size=(g, g), mode="bilinear", align_corners=False)
+        cond = torch.cat([maps, colours.expand(-1, -1, g, g)], 1)
+        src_g = F.avg_pool2d(source, r // g) if r != g else source
         grid0 = (base_g + disp0).permute(0, 2, 3, 1)
         warped_src = F.grid_sample(src_g, grid0, mode="bilinear", padding_mode="border",
                                    align_corners=False)
         warped_feat = F.grid_sample(features, grid0, mode="bilinear", padding_mode="border",
                                     align_corners=False)
-        x = torch.cat([disp0 * DISP_SCALE, m_g, warped_src, warped_feat], 1)
+        x = torch.cat([disp0 * DISP_SCALE, warped_src, warped_feat, cond[:, :8]], 1)
         e1 = self.enc1(x)
         e2 = self.enc2(e1)
         e3 = self.enc3(e2)
@@ -265,24 +384,19 @@ class Renderer(nn.Module):
                                      align_corners=False) + e1)
         disp = disp0 + self.flow_head(u1) / DISP_SCALE
 
-        # Decoder at 2G.
-        n2 = 2 * g
-        disp_2g = F.interpolate(disp, size=(n2, n2), mode="bilinear", align_corners=False)
-        base_2g = self.grid_2g.t().reshape(1, 2, n2, n2)
-        warped_2g = F.grid_sample(src_2g, (base_2g + disp_2g).permute(0, 2, 3, 1),
-                                  mode="bilinear", padding_mode="border", align_corners=False)
-        m_2g = mouth_maps(drv, self.grid_2g, n2, iod, 2.0 / n2)
-        h = F.interpolate(self.dec_in(u1), size=(n2, n2), mode="bilinear", align_corners=False)
-        out = self.decoder(torch.cat([h, warped_2g, m_2g], 1))
-        painted = torch.sigmoid(out[:, :3])
-        mask = torch.sigmoid(out[:, 3:4])
-
-        # Output at R.
+        # Output warp at R.
         disp_r = F.interpolate(disp, size=(r, r), mode="bilinear", align_corners=False)
         base_r = self.grid_r.t().reshape(1, 2, r, r)
         warped = F.grid_sample(source, (base_r + disp_r).permute(0, 2, 3, 1), mode="bilinear",
                                padding_mode="border", align_corners=False)
-        if r != n2:
+
+        # Decoder on G, painting at 2G by depth-to-space.
+        w2 = F.avg_pool2d(warped, r // (2 * g)) if r != 2 * g else warped
+        out = self.decoder(torch.cat([u1, F.pixel_unshuffle(w2, 2), cond], 1))
+        out = F.pixel_shuffle(out, u)  # [B, 4, 2G, 2G]
+        painted = torch.sigmoid(out[:, :3])
+        mask = torch.sigmoid(out[:, 3:4])
+        if r != u * g:
             painted_r = F.interpolate(painted, size=(r, r), mode="bilinear", align_corners=False)
             mask_r = F.interpolate(mask, size=(r, r), mode="bilinear", align_corners=False)
         else:
@@ -293,6 +407,45 @@ class Renderer(nn.Module):
     def forward(self, source: torch.Tensor, features: torch.Tensor, source_keypoints: torch.Tensor,
                 driving_keypoints: torch.Tensor) -> torch.Tensor:
         return self.forward_train(source, features, source_keypoints, driving_keypoints)["frames"]
+
+
+def warm_start(renderer: Renderer, encoder: RendererEncoder, v1_state: dict) -> list[str]:
+    """Copy the layers a version-1 checkpoint (``encoder``/``renderer`` state dicts) shares with
+    version 2: the encoder and the U-Net, whose first layer's inputs were extended (the new
+    input channels start at zero). Returns the names of the tensors copied."""
+    copied = []
+    enc_state = encoder.state_dict()
+    for k, v in v1_state["encoder"].items():
+        if k in enc_state and enc_state[k].shape == v.shape:
+            enc_state[k] = v
+            copied.append("encoder." + k)
+        elif k in enc_state and enc_state[k].shape[1:] == v.shape[1:]:
+            enc_state[k] = v[: enc_state[k].shape[0]]  # the first output channels
+            copied.append("encoder." + k)
+    encoder.load_state_dict(enc_state)
+    state = renderer.state_dict()
+    old = v1_state["renderer"]
+    f = renderer.dims.feature_channels
+    for k, v in old.items():
+        if k not in state or k.startswith(("decoder", "dec_in")):
+            continue
+        if state[k].shape == v.shape:
+            state[k] = v
+            copied.append(k)
+        elif k == "flow_head.weight":
+            state[k] = v[:, :, 1:2, 1:2].clone()  # v1's 3 × 3 head: its centre tap
+            copied.append(k)
+        elif k == "enc1.0.0.weight":
+            # v1 inputs: disp 2, mouth 4, warped src 3, feats 16; v2: disp 2, src 3, feats F,
+            # mouth 4, eyes 4 (the encoder keeps v1's first F feature channels).
+            w = torch.zeros_like(state[k])
+            w[:, :2] = v[:, :2]
+            w[:, 2:5 + f] = v[:, 6:9 + f]
+            w[:, 5 + f:9 + f] = v[:, 2:6]
+            state[k] = w
+            copied.append(k)
+    renderer.load_state_dict(state)
+    return copied
 
 
 def build(dims: RendererDims) -> tuple[RendererEncoder, Renderer]:

@@ -75,7 +75,11 @@ def _renderer_options(p: argparse.ArgumentParser) -> None:
     add_size(p, param_default(fn, "size"))
     add_backend(p, param_default(fn, "backend"))
     p.add_argument("--sheet", default=None,
-                   help="also write a student/teacher contact sheet PNG here")
+                   help="also write a student/teacher contact sheet PNG here (with --heldout: "
+                        "a folder, one NAME.png per identity)")
+    p.add_argument("--heldout", action="store_true",
+                   help="judge every installed held-out portrait (never trained on) instead of "
+                        "--avatar, against issue 17's bars")
     add_json(p)
     p.set_defaults(func=_renderer)
 
@@ -84,9 +88,13 @@ def _renderer(args: argparse.Namespace) -> int:
     quiet_native_logs()
     from runtime.evals import renderer
 
+    sheet = Path(args.sheet) if args.sheet else None
     with backend_errors_as_input_errors():
-        result = renderer.evaluate(args.avatar, args.n, args.seed, args.size, args.backend,
-                                   Path(args.sheet) if args.sheet else None)
+        if args.heldout:
+            result = renderer.evaluate_heldout(args.n, args.seed, args.size, args.backend, sheet)
+        else:
+            result = renderer.evaluate(args.avatar, args.n, args.seed, args.size, args.backend,
+                                       sheet)
     return print_json(result, args)
 
 

@@ -21,12 +21,26 @@ crop over the face region, crop mask > 0.5, images in [0, 1], dB, capped at ``PS
 an exact match), ``background_exact`` (every student composite equals the source image wherever
 the mask is 0 and outside the crop box), ``nme_gap`` (student − teacher nme) and ``seconds``.
 
+What a viewer sees (``viewer``, per renderer; issue 17), measured by the same judge with the
+``runtime.evals.face`` figures on full composites at the neutral head pose:
+
+* ``blink_closure``: eye opening (lid gap / eye width, both eyes) at eyeBlink = 1 over the
+  opening at the neutral face; the bar is < ``BARS["blink_closure"]`` (lids meet).
+* ``interior_darkness`` / ``interior_red_minus_blue``: 10th-percentile luma inside the detected
+  inner lips over cheek luma (median over ``OPEN_MOUTHS``), and mean (R − B) / 255 there; real
+  speakers measure 0.04–0.08, the bar is ≤ ``BARS["interior_darkness"]`` and reddish (> 0).
+
+``evaluate_heldout`` runs all of it on every held-out portrait of ``runtime.evals.portraits``
+that is installed (enrolled into a temporary folder; never trained on) and checks ``BARS``.
+
 ``contact_sheet`` draws ``SHEET_POSES`` (hand-picked, separate from the evaluation set): student
 crops in the top 4×4 block, teacher crops in the bottom one, each tile labelled.
 """
 
 from __future__ import annotations
 
+import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -80,6 +94,15 @@ SHEET_POSES: tuple[tuple[str, dict[str, float], dict[str, float]], ...] = (
     ("pitch+15 jaw", {"jawOpen": 0.6}, {"pitch": 0.26}),
     ("roll+15 smile", {"mouthSmile": 0.7}, {"roll": 0.26, "scale": 1.05}),
 )
+
+
+OPEN_MOUTHS: tuple[dict[str, float], ...] = (
+    {"jawOpen": 0.5}, {"jawOpen": 0.8}, {"jawOpen": 1.0}, {"jawOpen": 0.6, "mouthFunnel": 0.5},
+    {"jawOpen": 0.7, "mouthSmile": 0.5})
+"""Open mouths whose interior ``viewer`` measures (neutral head pose)."""
+BARS = {"nme": 0.035, "psnr_neutral": 35.0, "blink_closure": 0.2, "interior_darkness": 0.2,
+        "interior_red_minus_blue": 0.0}
+"""Issue 17's bars for every held-out identity: nme ≤, psnr ≥, closure <, darkness ≤, R − B >."""
 
 
 def driving_set(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -242,11 +265,101 @@ def evaluate(avatar_name: str = "default", n: int = 200, seed: int = 0, size: in
         "psnr_neutral": psnr_student,
         "psnr_neutral_teacher": psnr_teacher,
         "background_exact": background_exact,
+        "viewer": {"student": _viewer(frames, comp, "student"),
+                   "teacher": _viewer(frames, comp, "teacher")},
     }
     if sheet is not None:
         result["sheet"] = str(contact_sheet(frames, Path(sheet)))
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
+
+
+def _viewer(frames: _Frames, comp: Compositor, kind: str) -> dict[str, float | None]:
+    """``blink_closure``, ``interior_darkness`` and ``interior_red_minus_blue`` of one renderer
+    (``kind`` "student" or "teacher") on full composites judged by mediapipe (module docstring)."""
+    from avatars.enroll import detect_faces
+    from runtime.evals.face import eye_opening, interior, luma
+
+    shapes = [{}, {"eyeBlink": 1.0}] + list(OPEN_MOUTHS)
+    coeffs = np.stack([coefficients_from_mapping(c) for c in shapes])
+    poses = np.tile(NEUTRAL_POSE, (len(shapes), 1))
+    kp, depth = frames.driving(coeffs, poses)
+    if kind == "student":
+        crops = frames.student(kp)
+    else:
+        crops = np.stack([frames.teacher(kp[i], depth[i]) for i in range(len(kp))])
+    found = []
+    for crop in crops:
+        full = comp.paste(crop)
+        faces = detect_faces(full, 1)
+        found.append((full, faces[0] if faces else None))
+    out: dict[str, float | None] = {"blink_closure": None, "interior_darkness": None,
+                                    "interior_red_minus_blue": None}
+    if found[0][1] is not None and found[1][1] is not None:
+        open_ = eye_opening(found[0][1])
+        if open_ > 0:
+            out["blink_closure"] = round(eye_opening(found[1][1]) / open_, 4)
+    dark, red = [], []
+    for full, lm in found[2:]:
+        if lm is None:
+            continue
+        from avatars.bundle import inter_ocular_distance
+
+        d, r = interior(full, luma(full), lm, inter_ocular_distance(lm[:, :2]))
+        if not math.isnan(d):
+            dark.append(d)
+            red.append(r)
+    if dark:
+        out["interior_darkness"] = round(float(np.median(dark)), 4)
+        out["interior_red_minus_blue"] = round(float(np.mean(red)), 4)
+    return out
+
+
+def bars_passed(result: dict[str, Any]) -> dict[str, bool | None]:
+    """Which of ``BARS`` the student meets in an ``evaluate`` result (None: not measured)."""
+    v = result["viewer"]["student"]
+    figures = {"nme": result["student"]["nme"], "psnr_neutral": result["psnr_neutral"],
+               "blink_closure": v["blink_closure"], "interior_darkness": v["interior_darkness"],
+               "interior_red_minus_blue": v["interior_red_minus_blue"]}
+    checks = {"nme": lambda x: x <= BARS["nme"],
+              "psnr_neutral": lambda x: x >= BARS["psnr_neutral"],
+              "blink_closure": lambda x: x < BARS["blink_closure"],
+              "interior_darkness": lambda x: x <= BARS["interior_darkness"],
+              "interior_red_minus_blue": lambda x: x > BARS["interior_red_minus_blue"]}
+    return {k: (None if figures[k] is None else bool(checks[k](figures[k]))) for k in checks}
+
+
+def evaluate_heldout(n: int = 60, seed: int = 0, size: int = 256, backend: str = "auto",
+                     sheet_dir: Path | None = None) -> dict[str, Any]:
+    """``evaluate`` on every installed held-out portrait (``runtime.evals.portraits``), each
+    enrolled into a temporary folder, with ``bars_passed`` per identity; with ``sheet_dir``, a
+    contact sheet ``NAME.png`` per identity there. Raises RuntimeError when none is installed
+    (the message lists the install commands)."""
+    from avatars.enroll import EnrollOptions, enroll
+    from runtime.evals import portraits
+
+    held = [p for p in portraits.PORTRAITS if p.heldout]
+    present = [p for p in held if portraits.locate(p) is not None]
+    if not present:
+        raise RuntimeError("no held-out portrait is installed: "
+                           + "; ".join(f"{p.name}: {p.install}" for p in held))
+    t0 = time.perf_counter()
+    identities: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="facecast-heldout-") as tmp:
+        for p in present:
+            options = EnrollOptions(consent=f"held-out evaluation portrait; {p.licence}",
+                                    source=p.source, licence=p.licence,
+                                    attribution=p.attribution, overwrite=True)
+            bundle = enroll(portraits.locate(p), p.name.replace("_", "-"), tmp, options)
+            sheet = None if sheet_dir is None else Path(sheet_dir) / f"{p.name}.png"
+            res = evaluate(str(bundle), n, seed, size, backend, sheet)
+            res["passed"] = bars_passed(res)
+            identities[p.name] = res
+    missing = [p.name for p in held if p not in present]
+    return {"identities": identities, "missing": missing, "bars": BARS,
+            "all_passed": {k: all(r["passed"][k] for r in identities.values())
+                           for k in BARS},
+            "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:

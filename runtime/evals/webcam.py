@@ -8,7 +8,7 @@
 2. **Webcam**: that MP4 is read by ``runtime.webcam.source.VideoSource`` exactly as a camera's
    frames would be, and ``WebcamDriver`` tracks it (mediapipe Face Mesh, video mode), calibrates
    the driver's neutral, retargets and smooths, for a second avatar (the *target*; default: the
-   held-out portrait ``grace_hopper`` of ``tools/portraits.py``, a US Navy photograph shipped in
+   held-out portrait ``grace_hopper`` of ``runtime/evals/portraits.py``, a US Navy photograph shipped in
    matplotlib's wheel, enrolled into a temporary folder).
 3. **Report** (JSON): frames, ``tracked_fraction`` (frames whose face mediapipe found and the
    fit accepted, calibration frames included), ``driven_fraction`` (frames whose output came
@@ -57,7 +57,7 @@ HELD_OUT_PORTRAIT = {
     "licence": "Public domain (US Navy photograph, work of the US federal government)",
     "attribution": "US Navy; Commodore Grace M. Hopper, 1984",
 }
-"""The default target: ``tools/portraits.py``'s held-out portrait (never trained on)."""
+"""The default target: ``runtime/evals/portraits.py``'s held-out portrait (never trained on)."""
 
 
 def held_out_portrait_path() -> Path:
