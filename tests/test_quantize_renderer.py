@@ -14,8 +14,9 @@ import pytest
 pytest.importorskip("onnxruntime.quantization")
 
 ROOT = Path(__file__).resolve().parents[1]
-PSNR_FLOOR_DB = 38.0
-"""Whole-frame PSNR floor vs fp32 (renderer v2, ``conv_trunk``, 64 calibration poses: 42 dB)."""
+PSNR_FLOOR_DB = 35.0
+"""Whole-frame PSNR floor vs fp32 (renderer v2, ``conv_trunk``: 37 dB with this test's 16
+calibration poses, 42 dB with 64)."""
 REGION_FLOOR_DB = 35.0
 """Eye-region PSNR floor vs fp32 (v2: 40 dB)."""
 MOUTH_FLOOR_DB = 25.0

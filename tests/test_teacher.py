@@ -109,6 +109,7 @@ def test_a_closed_eye_is_lid_skin_with_a_lash_line(setup) -> None:
     assert not teacher.render(crop, source_kp, open_kp, tri).alpha.any()
     y = frame.image @ np.array([0.299, 0.587, 0.114], np.float32)
     y_src = (crop.astype(np.float32) / 255.0) @ np.array([0.299, 0.587, 0.114], np.float32)
+    iod = float(np.linalg.norm(source_kp[468] - source_kp[473]))
     for upper, lower in ((T.RIGHT_EYE_UPPER, T.RIGHT_EYE_LOWER),
                          (T.LEFT_EYE_UPPER, T.LEFT_EYE_LOWER)):
         was_open = _eye_polygon(source_kp, upper, lower)
@@ -118,8 +119,10 @@ def test_a_closed_eye_is_lid_skin_with_a_lash_line(setup) -> None:
         assert covered.mean() / core.mean() > 0.6  # most of the open eye is now painted
         # lid skin is bright like skin; the open eye there had the dark iris and lashes
         assert np.percentile(y[covered], 25) > np.percentile(y_src[core], 25)
+        # the lash line hangs below the lids' meeting line (``LASH_DROP`` widths)
+        reach = int(np.ceil((teacher.LASH_DROP + 1) * teacher.LASH_WIDTH_IOD * iod)) + 1
         lash = np.array([kp[i] for i in lower[2:-2]])
-        dark = [y[int(v[1]) + 1, int(v[0])] for v in lash]
+        dark = [y[int(v[1]):int(v[1]) + reach + 1, int(v[0])].min() for v in lash]
         assert np.median(dark) < 0.6 * np.median(y[covered])
 
 

@@ -1,7 +1,7 @@
 """Train the neural renderer on teacher pairs (``tools/renderer_data.py``).
 
     python tools/train_renderer.py --out runs/renderer [--steps 3600] [--minutes 100] [--seed 0]
-        [--warm-start engines/models/renderer_v1.pt]
+        [--warm-start V1.pt | --init V2.pt] [--lr 2e-3]
 
 Seeded and reproducible on one machine (one data worker with its own seeded generator; torch's
 CPU kernels are deterministic for these ops). On the 2-core reference machine a step at batch 12
@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--small", action="store_true", help="tiny model (tests)")
     ap.add_argument("--resume", default=None, help="checkpoint to continue from")
+    ap.add_argument("--init", default=None,
+                    help="version-2 checkpoint whose weights start a new schedule (fine-tuning)")
     ap.add_argument("--warm-start", default=None,
                     help="version-1 checkpoint whose shared layers start the training")
     args = ap.parse_args(argv)
@@ -131,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         dims = RendererDims(size=args.size, motion_grid=32, feature_channels=4,
                             unet_channels=(8, 8, 8), decoder_channels=4, idw_grid=16)
     encoder, renderer = build(dims)
+    if args.init:
+        ckpt = torch.load(args.init, map_location="cpu", weights_only=True)
+        encoder.load_state_dict(ckpt["encoder"])
+        renderer.load_state_dict(ckpt["renderer"])
+        print(f"init: weights of {args.init} (step {ckpt['step']})", flush=True)
     if args.warm_start:
         copied = warm_start(renderer, encoder,
                             torch.load(args.warm_start, map_location="cpu", weights_only=True))
