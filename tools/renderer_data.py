@@ -21,7 +21,7 @@ from avatars import topology as T
 from avatars.bundle import inter_ocular_distance
 from avatars.enroll import crop_box_for, detect_faces
 from avatars.expressions import sample_coefficients, sample_pose
-from avatars.rig import COEFFICIENTS, Rig
+from avatars.rig import COEFFICIENTS, FaceFrame, Rig
 from engines import teacher
 
 BLINK_INDICES = [list(COEFFICIENTS).index("eyeBlinkLeft"),
@@ -146,17 +146,6 @@ FOCUS_GAIN = 4.0
 the crop's 65 536 pixels, and a viewer looks there first (issue 17)."""
 
 
-def _face_frame(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Centre (eye midpoint), unit x (towards the subject's left eye), unit y (down the face)
-    and IOD of landmarks [478, 2+] in pixels."""
-    right = lm[list(T.RIGHT_EYE_CORNERS), :2].mean(0)
-    left = lm[list(T.LEFT_EYE_CORNERS), :2].mean(0)
-    iod = float(np.linalg.norm(left - right))
-    ex = (left - right) / max(iod, 1e-9)
-    ey = np.array([-ex[1], ex[0]])
-    return 0.5 * (left + right), ex, ey, iod
-
-
 def morph_landmarks(landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A new face shape: float32 [478, 3] landmarks (image pixels, z unchanged) with random
     changes, in the face's own frame and IOD units, of the face's aspect (±6%), eye spacing
@@ -164,8 +153,10 @@ def morph_landmarks(landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarr
     (0.85–1.2×) and jaw width (±8% at the chin), each spread by a Gaussian window so the mesh
     does not fold. The image is moved onto it by the teacher's piecewise-affine warp."""
     lm = np.asarray(landmarks, np.float64)
-    c, ex, ey, iod = _face_frame(lm)
-    q = np.stack([(lm[:, :2] - c) @ ex, (lm[:, :2] - c) @ ey], 1) / iod  # [478, 2] IOD units
+    flat = np.concatenate([lm[:, :2], np.zeros((len(lm), 1))], 1)  # in the image plane
+    frame = FaceFrame.from_landmarks(flat)
+    ex, ey, iod = frame.axes[:2, 0], frame.axes[:2, 1], frame.iod
+    q = frame.to_face(flat)[:, :2]  # [478, 2] IOD units
     d = np.zeros_like(q)
     d += q * rng.uniform(-0.06, 0.06, 2)
 

@@ -77,6 +77,14 @@ def training_portraits() -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def load_weights(path: str, encoder: torch.nn.Module, renderer: torch.nn.Module) -> int:
+    """Load a version-2 checkpoint's encoder and renderer weights; returns its step."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    encoder.load_state_dict(ckpt["encoder"])
+    renderer.load_state_dict(ckpt["renderer"])
+    return int(ckpt["step"])
+
+
 def losses(model_out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
            dims: RendererDims) -> dict[str, torch.Tensor]:
     """Loss terms for one batch (see the module docstring)."""
@@ -134,10 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                             unet_channels=(8, 8, 8), decoder_channels=4, idw_grid=16)
     encoder, renderer = build(dims)
     if args.init:
-        ckpt = torch.load(args.init, map_location="cpu", weights_only=True)
-        encoder.load_state_dict(ckpt["encoder"])
-        renderer.load_state_dict(ckpt["renderer"])
-        print(f"init: weights of {args.init} (step {ckpt['step']})", flush=True)
+        step = load_weights(args.init, encoder, renderer)
+        print(f"init: weights of {args.init} (step {step})", flush=True)
     if args.warm_start:
         copied = warm_start(renderer, encoder,
                             torch.load(args.warm_start, map_location="cpu", weights_only=True))
@@ -146,10 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.Adam(params, lr=args.lr)
     start = 0
     if args.resume:
-        ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
-        encoder.load_state_dict(ckpt["encoder"])
-        renderer.load_state_dict(ckpt["renderer"])
-        start = int(ckpt["step"])
+        start = load_weights(args.resume, encoder, renderer)
 
     portraits = training_portraits()
     faces = prepare_faces(portraits)

@@ -277,6 +277,7 @@ def evaluate(avatar_name: str = "default", n: int = 200, seed: int = 0, size: in
 def _viewer(frames: _Frames, comp: Compositor, kind: str) -> dict[str, float | None]:
     """``blink_closure``, ``interior_darkness`` and ``interior_red_minus_blue`` of one renderer
     (``kind`` "student" or "teacher") on full composites judged by mediapipe (module docstring)."""
+    from avatars.bundle import inter_ocular_distance
     from avatars.enroll import detect_faces
     from runtime.evals.face import eye_opening, interior, luma
 
@@ -303,8 +304,6 @@ def _viewer(frames: _Frames, comp: Compositor, kind: str) -> dict[str, float | N
     for full, lm in found[2:]:
         if lm is None:
             continue
-        from avatars.bundle import inter_ocular_distance
-
         d, r = interior(full, luma(full), lm, inter_ocular_distance(lm[:, :2]))
         if not math.isnan(d):
             dark.append(d)
@@ -339,23 +338,23 @@ def evaluate_heldout(n: int = 60, seed: int = 0, size: int = 256, backend: str =
     from runtime.evals import portraits
 
     held = [p for p in portraits.PORTRAITS if p.heldout]
-    present = [p for p in held if portraits.locate(p) is not None]
+    present = [(p, path) for p in held if (path := portraits.locate(p)) is not None]
     if not present:
         raise RuntimeError("no held-out portrait is installed: "
                            + "; ".join(f"{p.name}: {p.install}" for p in held))
     t0 = time.perf_counter()
     identities: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="facecast-heldout-") as tmp:
-        for p in present:
+        for p, path in present:
             options = EnrollOptions(consent=f"held-out evaluation portrait; {p.licence}",
                                     source=p.source, licence=p.licence,
                                     attribution=p.attribution, overwrite=True)
-            bundle = enroll(portraits.locate(p), p.name.replace("_", "-"), tmp, options)
+            bundle = enroll(path, p.name.replace("_", "-"), tmp, options)
             sheet = None if sheet_dir is None else Path(sheet_dir) / f"{p.name}.png"
             res = evaluate(str(bundle), n, seed, size, backend, sheet)
             res["passed"] = bars_passed(res)
             identities[p.name] = res
-    missing = [p.name for p in held if p not in present]
+    missing = [p.name for p in held if p.name not in identities]
     return {"identities": identities, "missing": missing, "bars": BARS,
             "all_passed": {k: all(r["passed"][k] for r in identities.values())
                            for k in BARS},
