@@ -7,10 +7,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import avatars
 from avatars import topology as T
@@ -23,6 +25,7 @@ from engines.training.renderer_model import (
     idw_displacement,
     load_checkpoint,
     normalise,
+    sample_bilinear,
     warm_start,
 )
 from tools.renderer_data import FOCUS_GAIN, focus_map, morph_landmarks, restyle
@@ -41,6 +44,45 @@ def test_idw_is_shepard_power_two() -> None:
     w = 1 / d2 ** 2
     ref = (w / w.sum(-1, keepdim=True)) @ val
     assert torch.allclose(idw_displacement(pts, val, grid, 2.5e-4), ref, atol=2e-4)
+
+
+def test_sample_bilinear_is_grid_sample_with_border_padding() -> None:
+    """The gather-based warp gives grid_sample's values (bilinear, border, align_corners=False),
+    on a non-square image, with points outside it and on pixel centres."""
+    gen = torch.Generator().manual_seed(1)
+    image = torch.rand(2, 5, 20, 24, generator=gen)
+    points = torch.rand(2, 2, 7, 9, generator=gen) * torch.tensor([30.0, 26.0])[None, :, None, None]
+    points = points - torch.tensor([3.0, 3.0])[None, :, None, None]
+    points[0, :, 0, 0] = torch.tensor([23.0, 19.0])  # the last pixel's centre
+    size = torch.tensor([24.0, 20.0])[None, :, None, None]
+    grid = ((points + 0.5) * 2.0 / size - 1.0).permute(0, 2, 3, 1)
+    ref = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    assert torch.allclose(sample_bilinear(image, points), ref, atol=1e-5)
+    # The gathers the ONNX graph is exported with.
+    with mock.patch("torch.onnx.is_in_onnx_export", return_value=True):
+        assert torch.allclose(sample_bilinear(image, points), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_decoder_input_is_the_plain_first_layer(size: int) -> None:
+    """The decoder's first layer, split into parts for speed, equals the 1×1 conv over
+    [u1, pixel_unshuffle(avg_pool(warped)), maps, colours broadcast] it stands for."""
+    dims = SMALL.with_size(size)
+    _, ren = build(dims)
+    gen = torch.Generator().manual_seed(2)
+    for prm in ren.decoder[0].parameters():
+        prm.data = torch.randn(prm.shape, generator=gen)
+    g = dims.motion_grid
+    u1 = torch.randn(2, dims.unet_channels[0], g, g, generator=gen)
+    warped = torch.rand(2, 3, size, size, generator=gen)
+    maps = torch.randn(2, 8, g, g, generator=gen)
+    colours = torch.rand(2, 9, generator=gen)
+    pooled = F.avg_pool2d(warped, size // (2 * g))
+    plain = ren.decoder[0](torch.cat([u1, F.pixel_unshuffle(pooled, 2), maps,
+                                      colours[:, :, None, None].expand(-1, -1, g, g)], 1))
+    with torch.no_grad():
+        split = ren._decoder_input(u1, warped, maps, colours)
+    assert torch.allclose(split, plain, atol=1e-4)
 
 
 @pytest.mark.parametrize("size", [256, 512])

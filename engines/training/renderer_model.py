@@ -1,7 +1,7 @@
 """The neural renderer: avatar source crop + driving keypoints → face crop (torch; training/export).
 
 A warping renderer in the FOMM/TPSMM/LivePortrait family, restricted to 2-D ops that ONNX Runtime
-and TensorRT run natively (Conv, Resize, 2-D GridSample, MatMul, Sigmoid, ReduceMin…). Two graphs:
+and TensorRT run natively (Conv, Resize, GatherElements, MatMul, Sigmoid, ReduceMin…). Two graphs:
 
 * ``RendererEncoder``: source crop [B, 3, R, R] → features [B, F, G, G] (G = ``motion_grid``),
   run once per avatar and cached.
@@ -22,20 +22,23 @@ geometry and the face's own colours):
    (``COLOUR_GROUPS``), one RGB triple each, broadcast over the grid. The painted cavity, teeth,
    tongue and lids are conditioned on these, not on what surrounds the mouth (clothes, background).
 3. **Dense-motion network.** A small U-Net on G sees the IDW displacement, the conditioning, the
-   source and its encoder features warped by it (2-D grid_sample), and returns a flow correction
-   and decoder features.
-4. **Output** at R: the source warped by the upsampled flow (one 2-D grid_sample at R).
+   source and its encoder features warped by it (bilinear, ``sample_bilinear``), and returns a
+   flow correction and decoder features.
+4. **Output** at R: the source warped by the upsampled flow (``sample_bilinear`` at R: grid_sample
+   in torch, four GatherElements in the exported graph, where ONNX Runtime's GridSample is
+   single-threaded and was a quarter of the batch-1 time).
 5. **Decoder on G with a sub-pixel output** (Shi et al. 2016, "Real-Time Single Image and Video
    Super-Resolution Using an Efficient Sub-Pixel CNN"): from the U-Net features, the conditioning
-   and the warped output folded to G (average-pooled to 2G, then space-to-depth), it paints RGB and
-   a blend mask at 2G by depth-to-space (resized to R) — what the source cannot show (cavity, teeth, tongue,
+   and the warped output folded to G (average-pooled to 2G, then space-to-depth; computed as one
+   strided conv, ``Renderer._decoder_input``), it paints RGB and a blend mask at 2G by
+   depth-to-space (resized to R) — what the source cannot show (cavity, teeth, tongue,
    closing lids). Version 1 ran its decoder and a second grid_sample at 2G; this is where most of
    the time went.
 6. The warped source blended with the painted RGB by the mask.
 
 Weights are independent of R: every learned layer works on the G / 2G grids, so the same weights
 export at R = 256 and R = 512 (``RendererDims.size``). Keypoints are crop pixels with mediapipe's
-convention (pixel j spans [j, j+1)); grid_sample uses ``align_corners=False``, the same convention.
+convention (pixel j spans [j, j+1)); grid_sample's ``align_corners=False`` is the same convention.
 """
 
 from __future__ import annotations
@@ -115,6 +118,58 @@ def grid_centres(n: int) -> torch.Tensor:
     c = (torch.arange(n, dtype=torch.float32) + 0.5) / n * 2 - 1
     y, x = torch.meshgrid(c, c, indexing="ij")
     return torch.stack([x.reshape(-1), y.reshape(-1)], 1)
+
+
+def sample_bilinear(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear backward warp by element gathers: [B, C, H', W'].
+
+    ``out[b, :, i, j]`` is ``image[b]`` at the continuous pixel position ``points[b, :, i, j]``:
+    the same values as ``F.grid_sample(..., mode="bilinear", padding_mode="border",
+    align_corners=False)`` at the matching normalised grid (to float rounding), written as
+    GatherElements on the flattened image when exported to ONNX, because ONNX Runtime's CPU
+    GridSample runs on one thread: at [1, 3, 256, 256] it took 1.9 ms against 1.2 ms for this
+    (ONNX Runtime 1.24, 2 threads), a quarter of the whole v2 graph at batch 1. In torch it
+    is ``F.grid_sample`` (0.11 against 0.14–0.18 s for a training step's forward and backward
+    at batch 8).
+
+    Args:
+        image: float [B, C, H, W], H and W ≥ 2.
+        points: float [B, 2, H', W'], channels first: (x, y) in the image's pixels, where
+            pixel (j, i) has its centre at (j, i) (so x = (grid_x + 1) · W / 2 − 0.5 of the
+            normalised convention); clamped to the border pixel centres.
+    """
+    b, c, h, w = image.shape
+    if not torch.onnx.is_in_onnx_export():
+        # In torch (training) grid_sample is the faster of the two, backward pass included.
+        size = torch.tensor([w, h], dtype=points.dtype, device=points.device)[None, :, None, None]
+        grid = ((points + 0.5) * (2.0 / size) - 1.0).permute(0, 2, 3, 1)
+        return F.grid_sample(image, grid, mode="bilinear", padding_mode="border",
+                             align_corners=False)
+    px = points[:, 0].clamp(0.0, w - 1.0)
+    py = points[:, 1].clamp(0.0, h - 1.0)
+    x0 = px.floor().clamp(max=w - 2.0)
+    y0 = py.floor().clamp(max=h - 2.0)
+    fx = (px - x0).unsqueeze(1)
+    fy = (py - y0).unsqueeze(1)
+    out_hw = points.shape[2:]
+    idx = (y0 * w + x0).long().reshape(b, 1, -1).expand(-1, c, -1)
+    flat = image.reshape(b, c, h * w)
+
+    def at(offset: int) -> torch.Tensor:
+        return torch.gather(flat, 2, idx + offset).reshape(b, c, *out_hw)
+
+    top_left, top_right, bottom_left, bottom_right = at(0), at(1), at(w), at(w + 1)
+    top = top_left + (top_right - top_left) * fx
+    bottom = bottom_left + (bottom_right - bottom_left) * fx
+    return top + (bottom - top) * fy
+
+
+def pixel_grid(n: int) -> torch.Tensor:
+    """Pixel-centre positions of an n × n image in ``sample_bilinear``'s convention:
+    float32 [1, 2, n, n], (x, y) = (j, i)."""
+    c = torch.arange(n, dtype=torch.float32)
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    return torch.stack([x, y])[None]
 
 
 def normalise(kp: torch.Tensor, size: int) -> torch.Tensor:
@@ -308,9 +363,9 @@ class Renderer(nn.Module):
         f = dims.feature_channels
         anchors = torch.tensor(border_anchors(1), dtype=torch.float32) * 2 - 1  # normalised
         self.register_buffer("anchors", anchors, persistent=False)
-        self.register_buffer("grid_g", grid_centres(g), persistent=False)
         self.register_buffer("grid_idw", grid_centres(dims.idw_grid), persistent=False)
-        self.register_buffer("grid_r", grid_centres(dims.size), persistent=False)
+        self.register_buffer("pixels_g", pixel_grid(g), persistent=False)
+        self.register_buffer("pixels_r", pixel_grid(dims.size), persistent=False)
         n_colours = 3 * len(COLOUR_GROUPS)
         self.n_cond = 4 + 4 + n_colours
         cin = 2 + 3 + f + 8  # the U-Net sees the mouth and eye maps; the colours go to the decoder
@@ -355,26 +410,23 @@ class Renderer(nn.Module):
         disp0 = disp0.transpose(1, 2).reshape(b, 2, n, n)
         if n != g:
             disp0 = F.interpolate(disp0, size=(g, g), mode="bilinear", align_corners=False)
-        base_g = self.grid_g.t().reshape(1, 2, g, g)
 
         drv = normalise(driving_keypoints, r)
         src = normalise(source_keypoints, r)
         iod = inter_ocular(drv)
-        colours = face_colours(source, src)[:, :, None, None]  # [B, 9, 1, 1]
+        colours = face_colours(source, src)  # [B, 9]
         # Keypoint maps on the IDW grid, upsampled: distances are near-linear fields, and the
         # many small ops of the polygon distances were a quarter of the time on G.
         maps = torch.cat([mouth_maps(drv, self.grid_idw, n, iod, 2.0 / n),
                           eye_maps(src, drv, self.grid_idw, n, iod, 2.0 / n)], 1)
         if n != g:
             maps = F.interpolate(maps, size=(g, g), mode="bilinear", align_corners=False)
-        cond = torch.cat([maps, colours.expand(-1, -1, g, g)], 1)
         src_g = F.avg_pool2d(source, r // g) if r != g else source
-        grid0 = (base_g + disp0).permute(0, 2, 3, 1)
-        warped_src = F.grid_sample(src_g, grid0, mode="bilinear", padding_mode="border",
-                                   align_corners=False)
-        warped_feat = F.grid_sample(features, grid0, mode="bilinear", padding_mode="border",
-                                    align_corners=False)
-        x = torch.cat([disp0 * DISP_SCALE, warped_src, warped_feat, cond[:, :8]], 1)
+        # Normalised displacement → pixels of the G grid: one pixel is 2 / G.
+        warped_g = sample_bilinear(torch.cat([src_g, features], 1),
+                                   self.pixels_g + disp0 * (g / 2.0))
+        warped_src, warped_feat = warped_g[:, :3], warped_g[:, 3:]
+        x = torch.cat([disp0 * DISP_SCALE, warped_src, warped_feat, maps], 1)
         e1 = self.enc1(x)
         e2 = self.enc2(e1)
         e3 = self.enc3(e2)
@@ -385,24 +437,41 @@ class Renderer(nn.Module):
         disp = disp0 + self.flow_head(u1) / DISP_SCALE
 
         # Output warp at R.
-        disp_r = F.interpolate(disp, size=(r, r), mode="bilinear", align_corners=False)
-        base_r = self.grid_r.t().reshape(1, 2, r, r)
-        warped = F.grid_sample(source, (base_r + disp_r).permute(0, 2, 3, 1), mode="bilinear",
-                               padding_mode="border", align_corners=False)
+        disp_r = F.interpolate(disp * (r / 2.0), size=(r, r), mode="bilinear",
+                               align_corners=False)
+        warped = sample_bilinear(source, self.pixels_r + disp_r)
 
         # Decoder on G, painting at 2G by depth-to-space.
-        w2 = F.avg_pool2d(warped, r // (2 * g)) if r != 2 * g else warped
-        out = self.decoder(torch.cat([u1, F.pixel_unshuffle(w2, 2), cond], 1))
-        out = F.pixel_shuffle(out, u)  # [B, 4, 2G, 2G]
-        painted = torch.sigmoid(out[:, :3])
-        mask = torch.sigmoid(out[:, 3:4])
+        out = self.decoder[1:](self._decoder_input(u1, warped, maps, colours))
+        out = torch.sigmoid(F.pixel_shuffle(out, u))  # [B, 4, 2G, 2G]: painted RGB, mask
+        painted, mask = out[:, :3], out[:, 3:4]
         if r != u * g:
-            painted_r = F.interpolate(painted, size=(r, r), mode="bilinear", align_corners=False)
-            mask_r = F.interpolate(mask, size=(r, r), mode="bilinear", align_corners=False)
-        else:
-            painted_r, mask_r = painted, mask
-        frames = warped * (1 - mask_r) + painted_r * mask_r
+            out = F.interpolate(out, size=(r, r), mode="bilinear", align_corners=False)
+        frames = warped + (out[:, :3] - warped) * out[:, 3:4]
         return {"frames": frames, "disp": disp, "mask": mask, "painted": painted}
+
+    def _decoder_input(self, u1: torch.Tensor, warped: torch.Tensor, maps: torch.Tensor,
+                       colours: torch.Tensor) -> torch.Tensor:
+        """The decoder's first layer, a 1×1 conv over [u1, pixel_unshuffle(avg_pool(warped to
+        2G), 2), maps, colours broadcast over G²] ([B, d, G, G]), computed in three parts with
+        the same weights: a 1×1 conv over [u1, maps]; one k × k, stride-k conv over the warped
+        source at R (k = 2·R/(2G); the average pool and the space-to-depth are folded into the
+        kernel); and the colours' term as a per-image bias. The same numbers as the plain layer
+        without the pool, the 6-D transpose and the 9 constant planes (about 0.3 ms a frame at
+        R = 256 on ONNX Runtime CPU)."""
+        first = self.decoder[0]
+        c1 = u1.shape[1]
+        w = first.weight[:, :, 0, 0]  # [d, c1 + 12 + 8 + 9]
+        w_u1, w_rgb = w[:, :c1], w[:, c1:c1 + 12]
+        w_maps, w_col = w[:, c1 + 12:c1 + 20], w[:, c1 + 20:]
+        h = F.conv2d(torch.cat([u1, maps], 1), torch.cat([w_u1, w_maps], 1)[:, :, None, None])
+        p = self.dims.size // (2 * self.dims.motion_grid)
+        # pixel_unshuffle's channel c·4 + 2i + j holds the pixel at row i, column j of a block.
+        d = self.dims.decoder_channels
+        kernel = (w_rgb.reshape(d, 3, 2, 1, 2, 1).expand(d, 3, 2, p, 2, p)
+                  .reshape(d, 3, 2 * p, 2 * p) / float(p * p))
+        h = h + F.conv2d(warped, kernel, stride=2 * p)
+        return h + (colours @ w_col.t() + first.bias)[:, :, None, None]
 
     def forward(self, source: torch.Tensor, features: torch.Tensor, source_keypoints: torch.Tensor,
                 driving_keypoints: torch.Tensor) -> torch.Tensor:
