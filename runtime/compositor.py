@@ -2,7 +2,8 @@
 
 Outside the mask (mask value 0, which includes everything outside the crop box) the output is
 the source image bit for bit — with the disclosure badge drawn in, when one is given
-(``runtime.provenance.disclosure``: drawn once into the base image, outside the crop box); inside,
+(``runtime.provenance.disclosure``: drawn once into the base image, outside the crop box or,
+on a tight portrait, where the mask is 0); inside,
 ``out = source·(1 − m) + crop·m`` rounded to uint8. With ``watermark=True`` the invisible mark
 (``runtime.provenance.watermark``) is then added to the whole frame: after compositing, before
 any encoder.
@@ -39,7 +40,8 @@ class Compositor:
         if badge is not None:
             from runtime.provenance.disclosure import draw_badge
 
-            self.image = draw_badge(avatar.image, badge, avoid=avatar.crop_box)
+            self.image = draw_badge(avatar.image, badge, avoid=avatar.crop_box,
+                                    mask=avatar.mask)
         self.badge = badge
         self.crop_size = crop_size
         x0, y0, side = avatar.crop_box

@@ -4,13 +4,14 @@ cam, kiosk and render by default, away from the face, legible at 256 px; off onl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
 
 import avatars
 from runtime.compositor import Compositor
-from runtime.provenance.disclosure import CORNERS, Badge, badge_box, draw_badge
+from runtime.provenance.disclosure import CORNERS, MASK_CLEAR, Badge, badge_box, draw_badge
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,31 @@ def test_a_corner_over_the_face_is_skipped_and_bad_badges_refused() -> None:
         with pytest.raises(ValueError):
             Badge(**bad)
     assert set(CORNERS) == {"bottom-right", "bottom-left", "top-right", "top-left"}
+
+
+def test_a_tight_portrait_gets_the_badge_where_the_mask_is_zero(default) -> None:
+    """A photo cropped to the render crop has no corner clear of it: the badge goes where the
+    paste-back mask is 0, and every pasted frame keeps it."""
+    x0, y0, side = default.crop_box
+    # The face's mask inside an ellipse: a portrait whose corners hold hair and background.
+    yy, xx = (np.mgrid[:side, :side] + 0.5) / side - 0.5
+    ellipse = ((xx / 0.3) ** 2 + (yy / 0.38) ** 2 <= 1.0).astype(np.float32)
+    tight = dataclasses.replace(
+        default, image=np.ascontiguousarray(default.image[y0:y0 + side, x0:x0 + side]),
+        crop_box=(0, 0, side), mask=default.mask * ellipse)
+    with pytest.raises(ValueError, match="fits no corner"):
+        badge_box(tight.image.shape, Badge(), tight.crop_box)
+    bx0, by0, bx1, by1 = badge_box(tight.image.shape, Badge(), tight.crop_box, tight.mask)
+    assert not (tight.mask[by0:by1, bx0:bx1] >= MASK_CLEAR).any()
+    comp = Compositor(tight, 256, Badge())
+    for value in (0, 255):
+        frame = comp.paste(np.full((256, 256, 3), value, np.uint8))
+        np.testing.assert_array_equal(frame[by0:by1, bx0:bx1], comp.image[by0:by1, bx0:bx1])
+    plate = _luma(comp.image[by0:by1, bx0:bx1].astype(np.float32))
+    assert np.median(plate) < 60 and (plate > 200).sum() > 20
+    full = np.ones((side, side), np.float32)
+    with pytest.raises(ValueError, match="fits no corner"):
+        badge_box(tight.image.shape, Badge(), tight.crop_box, full)
 
 
 def test_the_compositor_bakes_it_in_and_stays_exact_elsewhere(default) -> None:

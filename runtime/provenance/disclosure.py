@@ -5,7 +5,11 @@ The badge is drawn once into the avatar's base image by the compositor
 (``runtime.compositor.Compositor``), so it costs nothing per frame and is in every frame of
 ``serve``, ``kiosk``, ``cam`` and ``render`` by default. It sits in a corner of the frame away
 from the face: a corner whose badge would overlap the render crop (which holds the mouth and
-the eyes) is skipped for the next one. Its text is scaled to the frame (about 3.5% of the
+the eyes) is skipped for the next one. On a tight portrait, where every corner overlaps the crop,
+a corner is taken whose badge lies where the paste-back mask is 0 to 8 bits (``MASK_CLEAR``;
+the crop's corners outside the face: pasting keeps the base image there bit for bit, so the badge
+survives every frame).
+Its text is scaled to the frame (about 3.5% of the
 frame's shorter side, never under 9 px, so it stays legible in a 256-px frame), white on a
 dark, mostly opaque plate so it reads on any background.
 """
@@ -25,6 +29,10 @@ MIN_TEXT_PX = 9
 """Smallest cap height, pixels (legible at a 256-px frame)."""
 PLATE_ALPHA = 0.78
 """Opacity of the plate behind the text."""
+MASK_CLEAR = 0.5 / 255
+"""Paste-back weight under which pasting a crop changes no 8-bit pixel (it moves a pixel by
+under half a level, which rounds away): where the mask is below it a badge drawn into the base
+image is kept bit for bit."""
 
 
 @dataclass(frozen=True)
@@ -60,21 +68,31 @@ def _layout(shape: tuple[int, ...], badge: Badge) -> tuple[float, int, int, int,
 
 
 def badge_box(shape: tuple[int, ...], badge: Badge,
-              avoid: tuple[int, int, int] | None = None) -> tuple[int, int, int, int]:
-    """The badge's plate (x0, y0, x1, y1), pixels, in a frame of ``shape`` [H, W, ...]: the
-    asked corner, or the first of ``CORNERS`` whose plate misses ``avoid`` (x0, y0, side: the
-    render crop). Raises ValueError when the plate fits no corner clear of ``avoid``."""
+              avoid: tuple[int, int, int] | None = None,
+              mask: np.ndarray | None = None) -> tuple[int, int, int, int]:
+    """The badge's plate (x0, y0, x1, y1), pixels, in a frame of ``shape`` [H, W, ...].
+
+    The asked corner, or the first of ``CORNERS`` whose plate misses ``avoid`` (x0, y0, side:
+    the render crop). When every plate overlaps the crop and ``mask`` (float [side, side], the
+    paste-back weight over the crop box) is given, the first corner whose plate covers only
+    crop pixels whose mask is under ``MASK_CLEAR``. Raises ValueError when no corner is clear either way."""
     h, w = shape[:2]
     _, _, tw, th, pad = _layout(shape, badge)
     pw, ph = tw + 2 * pad, th + 2 * pad
     edge = pad
     order = (badge.corner, *(c for c in CORNERS if c != badge.corner))
+    boxes = []
     for corner in order:
         x0 = w - edge - pw if corner.endswith("right") else edge
         y0 = h - edge - ph if corner.startswith("bottom") else edge
-        box = (x0, y0, x0 + pw, y0 + ph)
+        boxes.append((x0, y0, x0 + pw, y0 + ph))
+    for box in boxes:
         if avoid is None or not _overlaps(box, avoid):
             return box
+    if mask is not None:
+        for box in boxes:
+            if not _covers_mask(box, avoid, mask):
+                return box
     raise ValueError("the disclosure badge fits no corner clear of the face; use a frame "
                      "with more room around the face")
 
@@ -85,12 +103,27 @@ def _overlaps(box: tuple[int, int, int, int], crop: tuple[int, int, int]) -> boo
     return x0 < cx0 + side and cx0 < x1 and y0 < cy0 + side and cy0 < y1
 
 
+def _covers_mask(box: tuple[int, int, int, int], crop: tuple[int, int, int],
+                 mask: np.ndarray) -> bool:
+    """Whether ``box`` covers a pixel of the crop where ``mask`` [side, side] reaches
+    ``MASK_CLEAR``."""
+    cx0, cy0, side = crop
+    m = np.asarray(mask)
+    if m.shape[:2] != (side, side):
+        raise ValueError(f"mask must be [{side}, {side}] over the crop box, got {list(m.shape)}")
+    x0, y0, x1, y1 = box
+    ix0, iy0 = max(x0 - cx0, 0), max(y0 - cy0, 0)
+    ix1, iy1 = min(x1 - cx0, side), min(y1 - cy0, side)
+    return ix0 < ix1 and iy0 < iy1 and bool((m[iy0:iy1, ix0:ix1] >= MASK_CLEAR).any())
+
+
 def draw_badge(image: np.ndarray, badge: Badge,
-               avoid: tuple[int, int, int] | None = None) -> np.ndarray:
+               avoid: tuple[int, int, int] | None = None,
+               mask: np.ndarray | None = None) -> np.ndarray:
     """A copy of uint8 [H, W, 3] RGB ``image`` with ``badge`` drawn (``badge_box``). Raises
     ValueError as ``badge_box`` does."""
     out = np.array(image, dtype=np.uint8, copy=True)
-    x0, y0, x1, y1 = badge_box(out.shape, badge, avoid)
+    x0, y0, x1, y1 = badge_box(out.shape, badge, avoid, mask)
     scale, thickness, _tw, th, pad = _layout(out.shape, badge)
     plate = out[y0:y1, x0:x1].astype(np.float32)
     out[y0:y1, x0:x1] = np.round(plate * (1 - PLATE_ALPHA) + 20 * PLATE_ALPHA).astype(np.uint8)
