@@ -8,10 +8,9 @@ from the face: a corner whose badge would overlap the render crop (which holds t
 the eyes) is skipped for the next one. On a tight portrait, where every corner overlaps the crop,
 a corner is taken whose badge lies where the paste-back mask is 0 to 8 bits (``MASK_CLEAR``;
 the crop's corners outside the face: pasting keeps the base image there bit for bit, so the badge
-survives every frame).
-Its text is scaled to the frame (about 3.5% of the
-frame's shorter side, never under 9 px, so it stays legible in a 256-px frame), white on a
-dark, mostly opaque plate so it reads on any background.
+survives every frame). Its text is scaled to the frame (about 3.5% of the frame's shorter side,
+never under 9 px, so it stays legible in a 256-px frame), white on a dark, mostly opaque plate so
+it reads on any background.
 """
 
 from __future__ import annotations
@@ -75,7 +74,8 @@ def badge_box(shape: tuple[int, ...], badge: Badge,
     The asked corner, or the first of ``CORNERS`` whose plate misses ``avoid`` (x0, y0, side:
     the render crop). When every plate overlaps the crop and ``mask`` (float [side, side], the
     paste-back weight over the crop box) is given, the first corner whose plate covers only
-    crop pixels whose mask is under ``MASK_CLEAR``. Raises ValueError when no corner is clear either way."""
+    crop pixels whose mask is under ``MASK_CLEAR``. Raises ValueError when no corner is clear
+    either way."""
     h, w = shape[:2]
     _, _, tw, th, pad = _layout(shape, badge)
     pw, ph = tw + 2 * pad, th + 2 * pad
