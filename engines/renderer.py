@@ -5,10 +5,17 @@ avatar, ``renderer_R.onnx`` per batch of frames) through ``engines.backends`` (O
 CUDA, TensorRT), or through the torch modules when asked for ``backend="torch"`` (needs the
 ``train`` extra; for comparisons). Rows of one batch may belong to different avatars, so one call
 serves every session that has a frame due.
+
+An avatar fitted with ``facecast adapt`` carries its own source features in the bundle
+(``avatars.adaptation``); ``prepare`` uses them instead of the encoder's when they were fitted to
+this avatar and this renderer checkpoint, so adapted and zero-shot avatars still share one graph
+and one batch.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from avatars.bundle import Avatar
+from avatars.adaptation import applies, read_adaptation
+from avatars.bundle import Avatar, BundleError
 from engines.backends import Backend, open_backend
+
+log = logging.getLogger(__name__)
 
 PACKAGE_MODELS_DIR = Path(__file__).resolve().parent / "models"
 """The committed model files (``engines/models``)."""
@@ -40,6 +50,16 @@ def model_paths(size: int, models_dir: Path | None = None) -> tuple[Path, Path]:
     return d / f"renderer_encoder_{size}.onnx", d / f"renderer_{size}.onnx"
 
 
+def checkpoint_digest(models_dir: Path | None = None) -> str | None:
+    """``sha256:<hex>`` of the renderer checkpoint (``renderer.pt`` in ``models_dir``, default
+    ``MODELS_DIR``) every exported graph comes from: the model identity an adaptation is tied
+    to. None when the file is missing."""
+    path = (MODELS_DIR if models_dir is None else Path(models_dir)) / CHECKPOINT.name
+    if not path.is_file():
+        return None
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 @dataclass(frozen=True)
 class AvatarSource:
     """What the renderer needs of one avatar, computed once (``NeuralRenderer.prepare``).
@@ -48,11 +68,14 @@ class AvatarSource:
         source: float32 [3, R, R] in [0, 1], the render crop.
         features: float32 [F, G, G], encoder features of the crop.
         keypoints: float32 [478, 2], neutral keypoints in crop pixels.
+        adapted: whether ``features`` are the bundle's adaptation (``facecast adapt``) rather
+            than the encoder's.
     """
 
     source: np.ndarray
     features: np.ndarray
     keypoints: np.ndarray
+    adapted: bool = False
 
 
 class _TorchGraph:
@@ -122,14 +145,35 @@ class NeuralRenderer:
                                         threads)
             self.renderer = open_backend(ren_path, kind, threads)  # type: ignore[arg-type]
         self.backend = self.renderer.name
+        self.model = checkpoint_digest(models_dir)
 
-    def prepare(self, avatar: Avatar) -> AvatarSource:
-        """Crop, keypoints and encoder features of ``avatar`` at this renderer's R."""
+    def prepare(self, avatar: Avatar, use_adaptation: bool = True) -> AvatarSource:
+        """Crop, keypoints and source features of ``avatar`` at this renderer's R.
+
+        The features are the bundle's adaptation when ``use_adaptation`` and it applies
+        (``avatars.adaptation.applies``), else the encoder's. An adaptation that is damaged or
+        does not apply is logged (a warning naming why) and left unused; it never fails the
+        avatar.
+        """
         crop = avatar.crop_image(self.size)
         source = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)
         features = self.encoder.run({"source": source[None]})[0][0]
         keypoints = avatar.crop_landmarks(self.size)[:, :2].astype(np.float32)
-        return AvatarSource(np.ascontiguousarray(source), features, keypoints)
+        adapted = False
+        if use_adaptation:
+            try:
+                stored = read_adaptation(avatar.path)
+            except BundleError as exc:
+                log.warning("avatar %r: adaptation not used: %s", avatar.name, exc)
+                stored = None
+            if stored is not None:
+                why = applies(stored, avatar, self.model, features.shape)
+                if why is None:
+                    features, adapted = stored.features, True
+                else:
+                    log.warning("avatar %r: adaptation not used: %s", avatar.name, why)
+        return AvatarSource(np.ascontiguousarray(source), np.ascontiguousarray(features),
+                            keypoints, adapted)
 
     def render(self, sources: Sequence[AvatarSource] | AvatarSource,
                driving: np.ndarray) -> np.ndarray:

@@ -128,11 +128,77 @@ def _avatar_info_options(p: argparse.ArgumentParser) -> None:
 
 def _avatar_info(args: argparse.Namespace) -> int:
     import avatars
+    from avatars.adaptation import read_adaptation
+    from avatars.bundle import BundleError
 
     avatar = avatars.load(args.avatar)
     info = dict(avatar.metadata)
     info["path"] = str(avatar.path)
+    try:
+        stored = read_adaptation(avatar.path)
+        info["adaptation"] = None if stored is None else {
+            k: v for k, v in stored.meta.items() if k not in ("format", "version")}
+    except BundleError as exc:
+        info["adaptation"] = {"error": str(exc)}
     print(json.dumps(info, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+# --- adapt ---------------------------------------------------------------------------------------
+
+def _adapt_options(p: argparse.ArgumentParser) -> None:
+    from avatars.adaptation import AdaptOptions
+
+    d = AdaptOptions()
+    p.add_argument("avatar", help="avatar name or bundle folder")
+    p.add_argument("--steps", type=int, default=d.steps,
+                   help=f"optimiser steps, about 0.2 s each on 2 CPU cores (default {d.steps})")
+    p.add_argument("--minutes", type=float, default=d.minutes,
+                   help=f"stop after this long (default {d.minutes:g})")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the driving poses")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--force", action="store_true",
+                   help="store the result even if it does not lower the validation loss")
+    p.add_argument("--remove", action="store_true",
+                   help="delete the avatar's adaptation (back to zero-shot) and stop")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=_adapt)
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    import avatars
+    from avatars.adaptation import AdaptOptions, remove_adaptation, write_adaptation
+
+    avatar = avatars.load(args.avatar)
+    if args.remove:
+        gone = remove_adaptation(avatar.path)
+        print(json.dumps({"avatar": avatar.name, "removed": gone}))
+        return EXIT_OK
+    try:
+        from engines.training.adapt import adapt
+    except ImportError as exc:
+        raise ValueError(f"facecast adapt needs torch ({exc}): pip install 'facecast[train]'") \
+            from None
+    from engines.renderer import CHECKPOINT, checkpoint_digest
+
+    model = checkpoint_digest()
+    if model is None:
+        raise FileNotFoundError(f"renderer checkpoint not found: {CHECKPOINT}")
+    options = AdaptOptions(steps=args.steps, minutes=args.minutes, seed=args.seed,
+                           threads=args.threads)
+
+    def progress(rec: dict) -> None:
+        if not args.quiet:
+            print(json.dumps(rec), file=sys.stderr, flush=True)
+
+    result = adapt(avatar, CHECKPOINT, options, progress)
+    stored = result.improved or args.force
+    path = write_adaptation(avatar.path, result.features, result.meta(avatar, model)) \
+        if stored else None
+    print(json.dumps({"avatar": avatar.name, "stored": None if path is None else str(path),
+                      "improved": result.improved, "steps": result.steps,
+                      "seconds": round(result.seconds, 1),
+                      "validation_before": result.before, "validation_after": result.after}))
     return EXIT_OK
 
 
@@ -553,6 +619,8 @@ COMMANDS: Commands = {
     "cam": ("the avatar speaks with your microphone, live: virtual camera, preview window, MP4",
             _cam_options),
     "avatar-info": ("validate an avatar bundle and print its metadata", _avatar_info_options),
+    "adapt": (("fit the renderer to one avatar (minutes on CPU; stored in the bundle, used "
+               "wherever the avatar is rendered)"), _adapt_options),
     "livekit": (("a LiveKit Agents worker: the avatar participant of voice agents' rooms "
                  "(extra facecast[livekit])"), _livekit_options),
     "pipecat-demo": (("an example Pipecat bot with a facecast face, in your browser, no cloud "

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import avatars
 from avatars import topology as T
 from avatars.bundle import inter_ocular_distance
+from engines.training.losses import FOCUS_GAIN, focus_map
 from engines.training.renderer_model import (
     RendererDims,
     build,
@@ -28,7 +29,7 @@ from engines.training.renderer_model import (
     sample_bilinear,
     warm_start,
 )
-from tools.renderer_data import FOCUS_GAIN, focus_map, morph_landmarks, restyle
+from tools.renderer_data import morph_landmarks, restyle
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = RendererDims(size=256, motion_grid=32, feature_channels=4, unet_channels=(8, 8, 8),

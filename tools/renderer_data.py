@@ -23,6 +23,7 @@ from avatars.enroll import crop_box_for, detect_faces
 from avatars.expressions import sample_coefficients, sample_pose
 from avatars.rig import COEFFICIENTS, FaceFrame, Rig
 from engines import teacher
+from engines.training.losses import focus_map
 
 BLINK_INDICES = [list(COEFFICIENTS).index("eyeBlinkLeft"),
                  list(COEFFICIENTS).index("eyeBlinkRight")]
@@ -141,9 +142,6 @@ BLINK_BOOST_P = 0.25
 """Share of samples whose eyes are forced nearly shut (eyeBlink 0.85–1 on both), on top of
 ``sample_coefficients``' own blinks: the lids' last few pixels are what a viewer and mediapipe
 read as a blink, and the first training run (4000 steps) still left them 26–45% open."""
-FOCUS_GAIN = 4.0
-"""Extra loss weight on the eyes and the mouth: a blink and an open mouth are a few hundred of
-the crop's 65 536 pixels, and a viewer looks there first (issue 17)."""
 
 
 def morph_landmarks(landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -239,23 +237,6 @@ def restyle(image: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator) 
         tint = np.array([1.0, 0.9, 0.72]) if rng.random() < 0.5 else np.ones(3)
         out = np.clip(grey * tint, 0, 255).astype(np.uint8)
     return out
-
-
-def focus_map(size: int, driving_keypoints: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Loss weight [R, R]: 1 + ``FOCUS_GAIN`` inside both driving eye polygons and the outer-lip
-    polygon grown by 0.12 IOD, and wherever the teacher draws (alpha > 0.02)."""
-    kp = np.asarray(driving_keypoints, np.float64)[:, :2]
-    iod = inter_ocular_distance(kp)
-    mask = np.zeros((size, size), np.uint8)
-    for upper, lower in ((T.RIGHT_EYE_UPPER, T.RIGHT_EYE_LOWER),
-                         (T.LEFT_EYE_UPPER, T.LEFT_EYE_LOWER),
-                         (T.LIPS_OUTER_UPPER, T.LIPS_OUTER_LOWER)):
-        poly = np.concatenate([kp[list(upper)], kp[list(lower)][::-1]])
-        cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
-    r = max(1, int(round(0.12 * iod)))
-    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    focus = np.maximum(mask.astype(np.float32), (alpha > 0.02).astype(np.float32))
-    return (1.0 + FOCUS_GAIN * focus).astype(np.float32)
 
 
 def make_sample(face: Face, rng: np.random.Generator, size: int = 256,

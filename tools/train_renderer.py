@@ -15,10 +15,7 @@ and its mirror, each sample made into a new identity by ``tools/renderer_data`` 
 restyling). ``--warm-start`` copies the layers a version-1 checkpoint shares with version 2
 (``renderer_model.warm_start``).
 
-Losses (all L1 unless stated): output frame vs teacher, weighted by the sample's focus map (eyes
-and mouth ×5); backward displacement on the motion grid
-vs the teacher's flow (where the teacher shows the warped source); painted RGB vs teacher inside
-the teacher's mouth; blend mask vs teacher alpha (binary cross-entropy).
+Losses: ``engines.training.losses.renderer_losses`` (shared with ``facecast adapt``).
 """
 
 from __future__ import annotations
@@ -32,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engines.training.renderer_model import DISP_SCALE, RendererDims, build, normalise, warm_start
+from engines.training.losses import renderer_losses
+from engines.training.renderer_model import RendererDims, build, warm_start
 from runtime.evals import portraits as portrait_registry
 from tools.renderer_data import Face, make_sample, prepare_faces
 
@@ -83,33 +80,6 @@ def load_weights(path: str, encoder: torch.nn.Module, renderer: torch.nn.Module)
     encoder.load_state_dict(ckpt["encoder"])
     renderer.load_state_dict(ckpt["renderer"])
     return int(ckpt["step"])
-
-
-def losses(model_out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
-           dims: RendererDims) -> dict[str, torch.Tensor]:
-    """Loss terms for one batch (see the module docstring)."""
-    g = dims.motion_grid
-    target = batch["target"]
-    alpha = batch["alpha"]
-    focus = batch["focus"]
-    frame = ((model_out["frames"] - target).abs() * focus).mean() / focus.mean()
-    flow_n = normalise(batch["flow"].permute(0, 2, 3, 1), dims.size).permute(0, 3, 1, 2)
-    flow_g = F.adaptive_avg_pool2d(flow_n, g)
-    alpha_g = F.adaptive_avg_pool2d(alpha, g)
-    c = (torch.arange(g, dtype=torch.float32) + 0.5) / g * 2 - 1
-    yy, xx = torch.meshgrid(c, c, indexing="ij")
-    base = torch.stack([xx, yy])[None]
-    disp_t = flow_g - base
-    w = 1.0 - alpha_g
-    flow = ((model_out["disp"] - disp_t).abs() * DISP_SCALE * w).mean()
-    n2 = 2 * g
-    alpha_2g = F.adaptive_avg_pool2d(alpha, n2)
-    target_2g = F.adaptive_avg_pool2d(target, n2)
-    inside = (alpha_2g > 0.5).float()
-    painted = ((model_out["painted"] - target_2g).abs() * inside).sum() / (3 * inside.sum() + 1)
-    mask = F.binary_cross_entropy(model_out["mask"].clamp(1e-4, 1 - 1e-4), alpha_2g)
-    total = frame + 0.5 * flow + 0.5 * painted + 0.1 * mask
-    return {"total": total, "frame": frame, "flow": flow, "painted": painted, "mask": mask}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 group["lr"] = lr_at(step)
             source = batch["source"].float() / 255.0
             result = renderer.forward_train(source, encoder(source), batch["skp"], batch["dkp"])
-            terms = losses(result, batch, dims)
+            terms = renderer_losses(result, batch, dims)
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
