@@ -156,6 +156,11 @@ def test_the_command_adapts_reports_and_removes(tmp_path: Path, default_avatar,
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["steps"] == 3 and out["stored"] == str(folder / ADAPTATION_FILE)
     assert out["validation_before"]["total"] > 0
+    # eval renderer judges the adapted student, or the zero-shot one when asked
+    for extra, adapted in (([], True), (["--zero-shot"], False)):
+        assert main(["eval", "renderer", "--avatar", str(folder), "--n", "2",
+                     "--backend", "onnxruntime", "--json", *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["adapted"] is adapted
     assert main(["avatar-info", str(folder)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["adaptation"]["steps"] == 3

@@ -29,6 +29,7 @@ def test_evaluate_reports_every_figure(tmp_path: Path) -> None:
     assert r["avatar"] == "default" and r["frames"] == 8 and r["size"] == 256
     assert r["backend"] == "onnxruntime-cpu"
     assert r["background_exact"] is True
+    assert r["adapted"] is False  # the committed bundle carries no facecast adapt features
     for who in ("student", "teacher"):
         s = r[who]
         assert isinstance(s["faces_missing"], int) and 0 <= s["faces_missing"] <= 8

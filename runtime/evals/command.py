@@ -80,6 +80,11 @@ def _renderer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heldout", action="store_true",
                    help="judge every installed held-out portrait (never trained on) instead of "
                         "--avatar, against issue 17's bars")
+    p.add_argument("--zero-shot", action="store_true",
+                   help="ignore the avatar's facecast adapt features (if it has some)")
+    p.add_argument("--adapt", type=int, default=0, metavar="STEPS",
+                   help="with --heldout: adapt each identity first (facecast adapt, STEPS steps, "
+                        "about 0.2 s each; needs torch); default 0: zero-shot")
     add_json(p)
     p.set_defaults(func=_renderer)
 
@@ -91,10 +96,13 @@ def _renderer(args: argparse.Namespace) -> int:
     sheet = Path(args.sheet) if args.sheet else None
     with backend_errors_as_input_errors():
         if args.heldout:
-            result = renderer.evaluate_heldout(args.n, args.seed, args.size, args.backend, sheet)
+            result = renderer.evaluate_heldout(args.n, args.seed, args.size, args.backend, sheet,
+                                               adapt_steps=args.adapt)
         else:
+            if args.adapt:
+                raise ValueError("--adapt goes with --heldout; for one avatar run facecast adapt")
             result = renderer.evaluate(args.avatar, args.n, args.seed, args.size, args.backend,
-                                       sheet)
+                                       sheet, use_adaptation=not args.zero_shot)
     return print_json(result, args)
 
 

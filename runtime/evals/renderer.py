@@ -149,11 +149,11 @@ def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
 class _Frames:
     """Student and teacher crops for driving poses of one avatar at side R."""
 
-    def __init__(self, avatar: Avatar, renderer: NeuralRenderer):
+    def __init__(self, avatar: Avatar, renderer: NeuralRenderer, use_adaptation: bool = True):
         self.size = renderer.size
         self.renderer = renderer
         self.rig = Rig.for_avatar(avatar, self.size)
-        self.source: AvatarSource = renderer.prepare(avatar)
+        self.source: AvatarSource = renderer.prepare(avatar, use_adaptation)
         self.crop = avatar.crop_image(self.size)
         self.triangles = teacher.triangulate(self.source.keypoints, self.size)
 
@@ -208,15 +208,18 @@ def _summary(results: list[tuple[float, float, float] | None], iod: float) -> di
 
 
 def evaluate(avatar_name: str = "default", n: int = 200, seed: int = 0, size: int = 256,
-             backend: str = "auto", sheet: Path | None = None) -> dict[str, Any]:
+             backend: str = "auto", sheet: Path | None = None,
+             use_adaptation: bool = True) -> dict[str, Any]:
     """Judge student and teacher on ``n`` seeded driving poses (see the module docstring).
 
+    The student uses the avatar's ``facecast adapt`` features when the bundle has some that
+    apply and ``use_adaptation`` (``adapted`` in the result says which ran).
     Returns a JSON-ready dict; with ``sheet``, also writes the contact sheet PNG there.
     Raises ValueError for a bad size/backend/n, BundleError for an unknown avatar.
     """
     t0 = time.perf_counter()
     avatar = avatars.load(avatar_name)
-    frames = _Frames(avatar, NeuralRenderer(size, backend))
+    frames = _Frames(avatar, NeuralRenderer(size, backend), use_adaptation)
     comp = Compositor(avatar, size)
     iod = avatar.iod_px
 
@@ -268,6 +271,7 @@ def evaluate(avatar_name: str = "default", n: int = 200, seed: int = 0, size: in
         "viewer": {"student": _viewer(frames, comp, "student"),
                    "teacher": _viewer(frames, comp, "teacher")},
     }
+    result["adapted"] = frames.source.adapted
     if sheet is not None:
         result["sheet"] = str(contact_sheet(frames, Path(sheet)))
     result["seconds"] = round(time.perf_counter() - t0, 2)
@@ -329,11 +333,13 @@ def bars_passed(result: dict[str, Any]) -> dict[str, bool | None]:
 
 
 def evaluate_heldout(n: int = 60, seed: int = 0, size: int = 256, backend: str = "auto",
-                     sheet_dir: Path | None = None) -> dict[str, Any]:
+                     sheet_dir: Path | None = None, adapt_steps: int = 0) -> dict[str, Any]:
     """``evaluate`` on every installed held-out portrait (``runtime.evals.portraits``), each
     enrolled into a temporary folder, with ``bars_passed`` per identity; with ``sheet_dir``, a
-    contact sheet ``NAME.png`` per identity there. Raises RuntimeError when none is installed
-    (the message lists the install commands)."""
+    contact sheet ``NAME.png`` per identity there. With ``adapt_steps`` > 0, each bundle is first
+    adapted (``engines.training.adapt``, that many steps; needs torch) and stored whatever the
+    validation says; ``adaptation`` per identity gives the fit's figures. Raises RuntimeError
+    when none is installed (the message lists the install commands)."""
     from avatars.enroll import EnrollOptions, enroll
     from runtime.evals import portraits
 
@@ -350,15 +356,34 @@ def evaluate_heldout(n: int = 60, seed: int = 0, size: int = 256, backend: str =
                                     source=p.source, licence=p.licence,
                                     attribution=p.attribution, overwrite=True)
             bundle = enroll(path, p.name.replace("_", "-"), tmp, options)
+            fit = _adapt(bundle, adapt_steps) if adapt_steps > 0 else None
             sheet = None if sheet_dir is None else Path(sheet_dir) / f"{p.name}.png"
             res = evaluate(str(bundle), n, seed, size, backend, sheet)
             res["passed"] = bars_passed(res)
+            if fit is not None:
+                res["adaptation"] = fit
             identities[p.name] = res
     missing = [p.name for p in held if p.name not in identities]
     return {"identities": identities, "missing": missing, "bars": BARS,
             "all_passed": {k: all(r["passed"][k] for r in identities.values())
                            for k in BARS},
             "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _adapt(bundle: Path, steps: int) -> dict[str, Any]:
+    """Adapt the bundle at ``bundle`` (``steps`` steps), store it, and return the fit's figures."""
+    from avatars.adaptation import AdaptOptions, write_adaptation
+    from engines.renderer import CHECKPOINT, checkpoint_digest
+    from engines.training.adapt import adapt
+
+    avatar = avatars.load(bundle)
+    model = checkpoint_digest()
+    if model is None:
+        raise FileNotFoundError(f"renderer checkpoint not found: {CHECKPOINT}")
+    result = adapt(avatar, CHECKPOINT, AdaptOptions(steps=steps))
+    write_adaptation(bundle, result.features, result.meta(avatar, model))
+    return {"steps": result.steps, "seconds": round(result.seconds, 1),
+            "validation_before": result.before, "validation_after": result.after}
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:
