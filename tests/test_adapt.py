@@ -161,6 +161,10 @@ def test_the_command_adapts_reports_and_removes(tmp_path: Path, default_avatar,
         assert main(["eval", "renderer", "--avatar", str(folder), "--n", "2",
                      "--backend", "onnxruntime", "--json", *extra]) == 0
         assert json.loads(capsys.readouterr().out)["adapted"] is adapted
+    # so does a render of it
+    assert main(["render", "--avatar", str(folder), "--text", "Hi.", "--size", "256",
+                 "--out", str(tmp_path / "hi.mp4"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["adapted"] is True
     assert main(["avatar-info", str(folder)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["adaptation"]["steps"] == 3

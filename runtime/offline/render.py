@@ -77,7 +77,8 @@ class RenderOptions:
 class RenderResult:
     """What a render produced: output path, audio seconds, video frames, fps, renderer crop
     side, video width × height in pixels, wall-clock seconds, and real-time factor (wall ÷
-    audio; under 1 means faster than real time)."""
+    audio; under 1 means faster than real time); ``adapted``: whether the renderer ran on the
+    avatar's ``facecast adapt`` features."""
 
     path: Path
     audio_seconds: float
@@ -90,6 +91,7 @@ class RenderResult:
     backend: str
     animation: Animation | None = None
     """The rig input of every frame (known coefficients and pose; ``animate``)."""
+    adapted: bool = False
 
     @property
     def real_time_factor(self) -> float:
@@ -107,7 +109,7 @@ class RenderResult:
                 "frames": self.frames, "fps": self.fps, "size": self.size,
                 "width": self.width, "height": self.height, "backend": self.backend,
                 "render_seconds": round(self.render_seconds, 3),
-                "real_time_factor": round(self.real_time_factor, 3)}
+                "real_time_factor": round(self.real_time_factor, 3), "adapted": self.adapted}
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,7 @@ def render_audio(avatar: Avatar, audio: np.ndarray, sample_rate: int, out_path: 
         raise
     return RenderResult(out_path, len(a) / sample_rate, n_frames, float(fps), options.size,
                         writer.width, writer.height, time.perf_counter() - started,
-                        renderer.backend, anim)
+                        renderer.backend, anim, source.adapted)
 
 
 def render_text(avatar: Avatar, text: str, out_path: str | Path, tts=None, voice: str | None = None,
