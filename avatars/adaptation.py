@@ -128,15 +128,13 @@ def read_adaptation(folder: str | os.PathLike[str]) -> Adaptation | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
-            if "features" not in data.files or "meta" not in data.files:
-                raise BundleError(f"{path}: expected arrays 'features' and 'meta'")
-            feats = np.array(data["features"])
-            meta_text = str(data["meta"][()])
+            arrays = {k: np.array(data[k]) for k in ("features", "meta") if k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        if isinstance(exc, BundleError):
-            raise
         raise BundleError(f"{path}: not a readable adaptation ({exc}); run facecast adapt "
                           "again or delete it") from None
+    if len(arrays) != 2:
+        raise BundleError(f"{path}: expected arrays 'features' and 'meta'")
+    feats, meta_text = arrays["features"], str(arrays["meta"][()])
     if feats.dtype != np.float32 or feats.ndim != 3 or not np.isfinite(feats).all():
         raise BundleError(f"{path}: features must be finite float32 [F, G, G], "
                           f"got {feats.dtype} {list(feats.shape)}")

@@ -167,7 +167,7 @@ def _adapt_options(p: argparse.ArgumentParser) -> None:
 
 def _adapt(args: argparse.Namespace) -> int:
     import avatars
-    from avatars.adaptation import AdaptOptions, remove_adaptation, write_adaptation
+    from avatars.adaptation import AdaptOptions, remove_adaptation
 
     avatar = avatars.load(args.avatar)
     if args.remove:
@@ -175,15 +175,10 @@ def _adapt(args: argparse.Namespace) -> int:
         print(json.dumps({"avatar": avatar.name, "removed": gone}))
         return EXIT_OK
     try:
-        from engines.training.adapt import adapt
+        from engines.training.adapt import adapt_and_store
     except ImportError as exc:
         raise ValueError(f"facecast adapt needs torch ({exc}): pip install 'facecast[train]'") \
             from None
-    from engines.renderer import CHECKPOINT, checkpoint_digest
-
-    model = checkpoint_digest()
-    if model is None:
-        raise FileNotFoundError(f"renderer checkpoint not found: {CHECKPOINT}")
     options = AdaptOptions(steps=args.steps, minutes=args.minutes, seed=args.seed,
                            threads=args.threads)
 
@@ -191,14 +186,9 @@ def _adapt(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(json.dumps(rec), file=sys.stderr, flush=True)
 
-    result = adapt(avatar, CHECKPOINT, options, progress)
-    stored = result.improved or args.force
-    path = write_adaptation(avatar.path, result.features, result.meta(avatar, model)) \
-        if stored else None
+    result, path = adapt_and_store(avatar, options, progress, force=args.force)
     print(json.dumps({"avatar": avatar.name, "stored": None if path is None else str(path),
-                      "improved": result.improved, "steps": result.steps,
-                      "seconds": round(result.seconds, 1),
-                      "validation_before": result.before, "validation_after": result.after}))
+                      "improved": result.improved, **result.figures()}))
     return EXIT_OK
 
 

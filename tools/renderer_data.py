@@ -21,12 +21,10 @@ from avatars import topology as T
 from avatars.bundle import inter_ocular_distance
 from avatars.enroll import crop_box_for, detect_faces
 from avatars.expressions import sample_coefficients, sample_pose
-from avatars.rig import COEFFICIENTS, FaceFrame, Rig
+from avatars.rig import FaceFrame, Rig
 from engines import teacher
-from engines.training.losses import focus_map
+from engines.training.losses import BLINK_BOOST_P, BLINK_INDICES, focus_map
 
-BLINK_INDICES = [list(COEFFICIENTS).index("eyeBlinkLeft"),
-                 list(COEFFICIENTS).index("eyeBlinkRight")]
 CROP_JITTER = {"scale": 0.12, "shift": 0.06, "rotate_deg": 8.0}
 """Half-ranges of the source-crop augmentation: relative side, fraction of side, degrees."""
 
@@ -138,10 +136,6 @@ class Sample:
 
 MORPH_P = 0.8
 """Share of samples whose portrait is made into a new face shape (``morph_landmarks``)."""
-BLINK_BOOST_P = 0.25
-"""Share of samples whose eyes are forced nearly shut (eyeBlink 0.85–1 on both), on top of
-``sample_coefficients``' own blinks: the lids' last few pixels are what a viewer and mediapipe
-read as a blink, and the first training run (4000 steps) still left them 26–45% open."""
 
 
 def morph_landmarks(landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -6,8 +6,8 @@ targets as wanted on that very photo, so the fit is tightened there: the avatar'
 [F, G, G] (what ``RendererEncoder`` computes once per avatar) are optimised by Adam against the
 teacher on freshly drawn driving poses of this avatar's rig (``sample_coefficients`` +
 ``sample_pose``, a share with the eyes forced nearly shut as in training, and the neutral face
-in every batch), with the training losses (``engines.training.losses.renderer_losses``). The weights stay shared, so adapted and
-zero-shot avatars still render in one graph and one batch; the result is a 128 KiB array in the
+in every batch), with the training losses (``engines.training.losses.renderer_losses``). The
+weights stay shared, so adapted and zero-shot avatars still render in one graph and one batch; the result is a 128 KiB array in the
 bundle (``avatars.adaptation``).
 
 Fitting only the features was chosen by measurement (grace_hopper, held out, R = 256, frame loss
@@ -34,15 +34,11 @@ import torch
 from avatars.adaptation import AdaptOptions
 from avatars.bundle import Avatar
 from avatars.expressions import sample_coefficients, sample_pose
-from avatars.rig import COEFFICIENTS, N_COEFFICIENTS, NEUTRAL_POSE, Rig
+from avatars.rig import N_COEFFICIENTS, NEUTRAL_POSE, Rig
 from engines import teacher
-from engines.training.losses import focus_map, renderer_losses
+from engines.training.losses import BLINK_BOOST_P, BLINK_INDICES, focus_map, renderer_losses
 from engines.training.renderer_model import Renderer, load_checkpoint
 
-BLINK_INDICES = (list(COEFFICIENTS).index("eyeBlinkLeft"), list(COEFFICIENTS).index("eyeBlinkRight"))
-BLINK_SHUT_P = 0.25
-"""Share of driving poses with both eyes forced nearly shut (eyeBlink 0.85–1), as in training:
-the last pixels of the lids are what a viewer reads as a blink."""
 ADAPT_SIZE = 256
 """Output side R the fit runs at (the features serve both sizes)."""
 
@@ -65,6 +61,11 @@ class AdaptResult:
     steps: int
     seconds: float
     options: AdaptOptions = field(default_factory=AdaptOptions)
+
+    def figures(self) -> dict[str, Any]:
+        """JSON-ready steps, seconds and validation losses before and after."""
+        return {"steps": self.steps, "seconds": round(self.seconds, 1),
+                "validation_before": self.before, "validation_after": self.after}
 
     @property
     def improved(self) -> bool:
@@ -110,8 +111,8 @@ def teacher_batch(target: _Target, rng: np.random.Generator, n: int,
             coeffs, pose = np.zeros((1, N_COEFFICIENTS)), NEUTRAL_POSE[None]
         else:
             coeffs, pose = sample_coefficients(rng)[None], sample_pose(rng)[None]
-            if rng.random() < BLINK_SHUT_P:
-                coeffs[0, list(BLINK_INDICES)] = rng.uniform(0.85, 1.0)
+            if rng.random() < BLINK_BOOST_P:
+                coeffs[0, BLINK_INDICES] = rng.uniform(0.85, 1.0)
         kp3 = target.rig.keypoints3d(coeffs, pose)[0]
         kp = kp3[:, :2].astype(np.float32)
         frame = teacher.render(target.crop, target.keypoints, kp, target.triangles, kp3[:, 2])
@@ -127,6 +128,16 @@ def teacher_batch(target: _Target, rng: np.random.Generator, n: int,
             "focus": torch.from_numpy(np.stack(focus))[:, None]}
 
 
+def _terms(renderer: Renderer, source: torch.Tensor, keypoints: torch.Tensor,
+           features: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``renderer_losses`` of one avatar (source [1, 3, R, R], keypoints [1, 478, 2], features
+    [1, F, G, G]) driven by every row of ``batch``."""
+    n = batch["dkp"].shape[0]
+    out = renderer.forward_train(source.expand(n, -1, -1, -1), features.expand(n, -1, -1, -1),
+                                 keypoints.expand(n, -1, -1), batch["dkp"])
+    return renderer_losses(out, batch, renderer.dims)
+
+
 def _score(renderer: Renderer, source: torch.Tensor, keypoints: torch.Tensor,
            features: torch.Tensor, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     """Mean validation loss terms over ``batches`` (weighted by rows)."""
@@ -135,10 +146,7 @@ def _score(renderer: Renderer, source: torch.Tensor, keypoints: torch.Tensor,
     with torch.no_grad():
         for b in batches:
             n = b["dkp"].shape[0]
-            out = renderer.forward_train(source.expand(n, -1, -1, -1),
-                                         features.expand(n, -1, -1, -1),
-                                         keypoints.expand(n, -1, -1), b["dkp"])
-            for k, v in renderer_losses(out, b, renderer.dims).items():
+            for k, v in _terms(renderer, source, keypoints, features, b).items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
             rows += n
     return {k: round(v / rows, 6) for k, v in sums.items()}
@@ -186,11 +194,7 @@ def adapt(avatar: Avatar, checkpoint: Path, options: AdaptOptions | None = None,
         for group in opt.param_groups:
             group["lr"] = lr
         b = teacher_batch(target, train_rng, options.batch, neutral=True)
-        n = options.batch
-        out = renderer.forward_train(source.expand(n, -1, -1, -1),
-                                     features.expand(n, -1, -1, -1),
-                                     keypoints.expand(n, -1, -1), b["dkp"])
-        terms = renderer_losses(out, b, renderer.dims)
+        terms = _terms(renderer, source, keypoints, features, b)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()
@@ -203,3 +207,23 @@ def adapt(avatar: Avatar, checkpoint: Path, options: AdaptOptions | None = None,
     after = _score(renderer, source, keypoints, fitted, validation)
     return AdaptResult(fitted[0].numpy().astype(np.float32), before, after, step,
                        time.monotonic() - t0, options)
+
+
+def adapt_and_store(avatar: Avatar, options: AdaptOptions | None = None,
+                    progress: Callable[[dict[str, Any]], None] | None = None,
+                    force: bool = False) -> tuple[AdaptResult, Path | None]:
+    """``adapt`` with the runtime's checkpoint (``engines.renderer.CHECKPOINT``), then store the
+    result in the avatar's bundle (``avatars.adaptation.write_adaptation``) when it lowered the
+    validation loss, or always with ``force``. Returns the result and the file written (None
+    when nothing was). Raises FileNotFoundError when the checkpoint is missing, OSError when the
+    bundle folder cannot be written."""
+    from avatars.adaptation import write_adaptation
+    from engines.renderer import CHECKPOINT, checkpoint_digest
+
+    model = checkpoint_digest()
+    if model is None:
+        raise FileNotFoundError(f"renderer checkpoint not found: {CHECKPOINT}")
+    result = adapt(avatar, CHECKPOINT, options, progress)
+    if not (result.improved or force):
+        return result, None
+    return result, write_adaptation(avatar.path, result.features, result.meta(avatar, model))

@@ -5,7 +5,9 @@ Shared by the offline training run (``tools/train_renderer.py``) and the per-ava
 teacher's, weighted by ``focus_map`` (eyes and mouth × (1 + ``FOCUS_GAIN``)); the backward
 displacement on the motion grid vs the teacher's flow, where the teacher shows the warped source;
 the painted RGB vs the teacher inside the teacher's mouth; the blend mask vs the teacher's alpha
-(binary cross-entropy).
+(binary cross-entropy). Also the emphasis both put on what a viewer looks at first: the loss
+weight on the eyes and the mouth (``FOCUS_GAIN``) and the share of nearly shut eyes among the
+driving poses (``BLINK_BOOST_P``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,20 @@ import torch.nn.functional as F
 
 from avatars import topology as T
 from avatars.bundle import inter_ocular_distance
+from avatars.rig import COEFFICIENTS
 from engines.training.renderer_model import DISP_SCALE, RendererDims, normalise
 
 FOCUS_GAIN = 4.0
 """Extra loss weight on the eyes and the mouth: a blink and an open mouth are a few hundred of
 the crop's 65 536 pixels, and a viewer looks there first (issue 17)."""
+BLINK_INDICES = [list(COEFFICIENTS).index("eyeBlinkLeft"),
+                 list(COEFFICIENTS).index("eyeBlinkRight")]
+"""Columns of eyeBlinkLeft/Right in the rig's coefficient vector."""
+BLINK_BOOST_P = 0.25
+"""Share of training poses (``tools/renderer_data``) and adaptation poses (``facecast adapt``)
+whose eyes are forced nearly shut (eyeBlink 0.85–1 on both), on top of ``sample_coefficients``'
+own blinks: the lids' last few pixels are what a viewer and mediapipe read as a blink, and the
+first training run (4000 steps) still left them 26–45% open."""
 LOSS_WEIGHTS = {"frame": 1.0, "flow": 0.5, "painted": 0.5, "mask": 0.1}
 """Weights of the terms in ``renderer_losses``' ``total``."""
 

@@ -372,18 +372,11 @@ def evaluate_heldout(n: int = 60, seed: int = 0, size: int = 256, backend: str =
 
 def _adapt(bundle: Path, steps: int) -> dict[str, Any]:
     """Adapt the bundle at ``bundle`` (``steps`` steps), store it, and return the fit's figures."""
-    from avatars.adaptation import AdaptOptions, write_adaptation
-    from engines.renderer import CHECKPOINT, checkpoint_digest
-    from engines.training.adapt import adapt
+    from avatars.adaptation import AdaptOptions
+    from engines.training.adapt import adapt_and_store
 
-    avatar = avatars.load(bundle)
-    model = checkpoint_digest()
-    if model is None:
-        raise FileNotFoundError(f"renderer checkpoint not found: {CHECKPOINT}")
-    result = adapt(avatar, CHECKPOINT, AdaptOptions(steps=steps))
-    write_adaptation(bundle, result.features, result.meta(avatar, model))
-    return {"steps": result.steps, "seconds": round(result.seconds, 1),
-            "validation_before": result.before, "validation_after": result.after}
+    result, _ = adapt_and_store(avatars.load(bundle), AdaptOptions(steps=steps), force=True)
+    return result.figures()
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:
