@@ -12,9 +12,11 @@ milliseconds per 256² frame) and exact:
   (``cv2.remap``, bilinear). Outside the face the border anchors do not move, so the background
   stretches smoothly and the crop edge is the source's.
 * **Mouth interior.** Inside the driving inner-lip polygon (``LIPS_INNER_UPPER`` +
-  ``LIPS_INNER_LOWER``) a mouth is drawn from the keypoints alone: a dark cavity, an upper tooth
-  row hanging from the upper inner lip, a lower row standing on the lower inner lip (so it moves
-  with the jaw), and a tongue behind the lower teeth. It is blended in by how much wider the
+  ``LIPS_INNER_LOWER``) a mouth is drawn from the keypoints alone: a dark cavity; an upper tooth
+  row below the upper inner lip across the front of the arch only (incisors to canines, fading
+  into the dark corners), with thin gaps between the teeth and the lip's shadow at their root; a
+  lower row rising from behind the lower inner lip (so it moves with the jaw) at wide openings
+  only; and a tongue behind the lower teeth. It is blended in by how much wider the
   driving mouth is than the source's (``OPEN_RAMP_IOD``), so the neutral pose gives back the
   source exactly and a source that already shows teeth keeps them for small openings.
 
@@ -51,23 +53,44 @@ SUPERSAMPLE = 4
 # (issue 17): the cavity was too light and the teeth filled the opening.
 CAVITY_EDGE = np.array([0.17, 0.05, 0.055])
 CAVITY_DEEP = np.array([0.03, 0.008, 0.012])
-TEETH_UPPER = np.array([0.86, 0.82, 0.74])
-TEETH_LOWER = np.array([0.74, 0.70, 0.62])
-TEETH_GAP = np.array([0.42, 0.38, 0.34])
+TEETH_UPPER = np.array([0.93, 0.88, 0.78])
+TEETH_LOWER = np.array([0.80, 0.75, 0.66])
+TEETH_GAP = np.array([0.36, 0.27, 0.24])
 TONGUE = np.array([0.50, 0.22, 0.24])
 
 UPPER_TEETH_IOD = 0.11
 """Most visible height of the upper incisors below the upper inner lip, IOD units (an adult
 central incisor crown is about 10 mm, IOD about 63 mm: ~0.16; the lip covers part)."""
-LOWER_TEETH_IOD = 0.07
+LOWER_TEETH_IOD = 0.06
 """Most visible height of the lower incisors above the lower inner lip, IOD units."""
 UPPER_TEETH_SHARE = 0.35
 """The upper teeth show at most this share of the opening (inner-lip gap at the centre): in
 speech the gap below the incisors' edge is dark (the cavity, the tongue low behind the lower
 teeth), so the teeth never fill the mouth."""
-LOWER_TEETH_SHARE = 0.12
-"""The lower teeth show at most this share of the opening: the lower lip covers them in most
-speech and they appear at wide openings only."""
+LOWER_TEETH_SHARE = 0.15
+"""The lower teeth show at most this share of the opening."""
+LOWER_TEETH_SHOW_IOD = (0.18, 0.32)
+"""Inner-lip gap (IOD units) over which the lower teeth rise from behind the lower lip: in most
+speech the lower lip covers them (issue 17: a lower row drawn at every opening made, with the
+upper one, a ring of teeth around a dark slit that the student blurred into a grey band)."""
+TEETH_HALF_WIDTH_IOD = 0.32
+"""Half-width of the visible upper row, IOD units: canine to canine is about 40 mm across the
+front of the arch (IOD about 63 mm); beyond it the premolars turn away into shadow."""
+TEETH_MOUTH_SHARE = 0.8
+"""The upper row covers at most this share of the inner mouth's half-width (the dark buccal
+corridor at the corners)."""
+LOWER_TEETH_WIDTH_SHARE = 0.7
+"""Half-width of the lower row relative to the upper (lower incisors are narrower)."""
+TOOTH_EDGES_IOD = (0.0, 0.13, 0.23, 0.31)
+"""Boundaries between teeth from the midline, IOD units, upper row: central incisor 8.5 mm,
+lateral 6.5 mm, canine foreshortened by the arch's curve (IOD 63 mm)."""
+TEETH_ARC = 0.35
+"""How far the incisal edge curves back towards its lip at the row's half-width, as a share of
+the row's height (the arch seen from the front)."""
+TOOTH_GAP_WIDTH_IOD = 0.01
+"""Width of the drawn gap between neighbouring teeth, IOD units."""
+TOOTH_GAP_SHADE = 0.55
+"""How far a gap line darkens the tooth toward ``TEETH_GAP`` (1: fully)."""
 TONGUE_SHADE = 0.55
 """The tongue's brightness at its middle relative to ``TONGUE``: it sits back in the cavity's
 shadow."""
@@ -78,8 +101,6 @@ positive: it rests low, half behind the lower lip and teeth (it used to stand 0.
 interior)."""
 TONGUE_HEIGHT_IOD = 0.09
 """Half-height of the tongue's ellipse, IOD units."""
-TOOTH_WIDTH_IOD = 0.13
-"""Spacing of the drawn gaps between teeth, IOD units (central incisor ≈ 8.5 mm / 63 mm)."""
 
 LID_RAMP = (0.3, 0.8)
 """Closure share of an eye (1 − driving lid gap / source lid gap) over which the painted upper lid
@@ -284,32 +305,116 @@ def mouth_interior(driving_keypoints: np.ndarray, size: int, iod: float) -> tupl
     shade = TONGUE_SHADE * np.clip(1.0 - 0.6 * np.abs(xs - cx)[..., None] / half_w, 0.4, 1.0)
     rgb = rgb * (1 - t_alpha) + TONGUE * shade * t_alpha
 
-    # Teeth rows: a band along each inner lip, shading towards the corners, dark gaps between.
-    down = _lip_normal(upper)
-    along = (upper[-1] - upper[0]) / max(np.linalg.norm(upper[-1] - upper[0]), 1e-6)
-    rows = ((lower, min(LOWER_TEETH_IOD * iod, LOWER_TEETH_SHARE * gap), TEETH_LOWER, -1.0),
-            (upper, min(UPPER_TEETH_IOD * iod, UPPER_TEETH_SHARE * gap), TEETH_UPPER, 1.0))
-    for contour, height, colour, sign in rows:
-        inner = contour + sign * down * height
-        band = np.zeros(big, np.float32)
-        _fill(band, [np.concatenate([contour, inner[::-1]])], origin)
-        lines = np.zeros(big, np.float32)
-        mid = contour[5]
-        for k in range(-3, 4):
-            x = mid + along * (k + 0.5) * TOOTH_WIDTH_IOD * iod
-            a = np.round((x - origin) * SUPERSAMPLE * 16).astype(np.int32)
-            b = np.round((x + sign * down[5] * height - origin) * SUPERSAMPLE * 16)
-            cv2.line(lines, tuple(int(v) for v in a), tuple(int(v) for v in b), 1.0,
-                     max(1, SUPERSAMPLE // 2), cv2.LINE_AA, 4)
-        b_alpha = _down(band, shape)[..., None]
-        g_alpha = np.clip(_down(lines, shape), 0, 1)[..., None] * b_alpha
-        lateral = np.abs((xs - mid[0]) * along[0] + (ys - mid[1]) * along[1])[..., None] / half_w
-        tooth = colour * np.clip(1.0 - 0.55 * lateral ** 2, 0.35, 1.0)
-        tooth = tooth * (1 - g_alpha) + TEETH_GAP * g_alpha
-        rgb = rgb * (1 - b_alpha) + tooth * b_alpha
+    # Teeth: an upper row hanging from the upper inner lip and, at wide openings only, a lower row
+    # standing on the lower inner lip, both only across the front of the dental arch.
+    frame = _MouthFrame.of(upper, lower)
+    coords = frame.coords(np.stack([xs, ys], -1))
+    for row in (_upper_row(frame, gap, iod), _lower_row(frame, gap, iod)):
+        if row is not None:
+            t_alpha, tooth = _teeth(frame, coords, row, rgb, iod)
+            rgb = rgb * (1 - t_alpha) + tooth * t_alpha
     rgb_full[y0:y1, x0:x1] = rgb
     cov_full[y0:y1, x0:x1] = np.clip(coverage, 0.0, 1.0)
     return rgb_full, cov_full
+
+
+@dataclass(frozen=True)
+class _MouthFrame:
+    """The mouth's own axes in crop pixels: origin at the upper inner lip's middle (vertex 13),
+    ``along`` from the right inner corner to the left, ``down`` face-down; with each inner-lip
+    contour as t (down) over s (along), for interpolation."""
+
+    origin: np.ndarray
+    along: np.ndarray
+    down: np.ndarray
+    upper_st: np.ndarray
+    lower_st: np.ndarray
+
+    @staticmethod
+    def of(upper: np.ndarray, lower: np.ndarray) -> _MouthFrame:
+        origin = upper[5]
+        along = (upper[-1] - upper[0]) / max(float(np.linalg.norm(upper[-1] - upper[0])), 1e-6)
+        down = np.array([-along[1], along[0]])
+        frame = _MouthFrame(origin, along, down, np.zeros((0, 2)), np.zeros((0, 2)))
+        return _MouthFrame(origin, along, down, frame.coords(upper), frame.coords(lower))
+
+    def coords(self, points: np.ndarray) -> np.ndarray:
+        """(s, t) [..., 2] of crop pixels ``points`` [..., 2]."""
+        d = points - self.origin
+        return np.stack([d @ self.along, d @ self.down], -1)
+
+    def contour_t(self, s: np.ndarray, lower: bool) -> np.ndarray:
+        """t of the upper (or lower) inner lip at along-coordinates ``s``."""
+        st = self.lower_st if lower else self.upper_st
+        order = np.argsort(st[:, 0])
+        return np.interp(s, st[order, 0], st[order, 1])
+
+
+@dataclass(frozen=True)
+class _TeethRow:
+    height: float
+    half_width: float
+    colour: np.ndarray
+    lower: bool
+
+
+def _upper_row(frame: _MouthFrame, gap: float, iod: float) -> _TeethRow | None:
+    """The upper incisors to canines: ``UPPER_TEETH_IOD`` tall, at most ``UPPER_TEETH_SHARE`` of
+    the opening, across ``TEETH_HALF_WIDTH_IOD`` (and at most ``TEETH_MOUTH_SHARE`` of the mouth's
+    half-width)."""
+    half_mouth = 0.5 * abs(frame.upper_st[-1, 0] - frame.upper_st[0, 0])
+    height = min(UPPER_TEETH_IOD * iod, UPPER_TEETH_SHARE * gap)
+    width = min(TEETH_HALF_WIDTH_IOD * iod, TEETH_MOUTH_SHARE * half_mouth)
+    return _TeethRow(height, width, TEETH_UPPER, False) if height > 0.3 else None
+
+
+def _lower_row(frame: _MouthFrame, gap: float, iod: float) -> _TeethRow | None:
+    """The lower incisors: hidden by the lower lip until the opening passes
+    ``LOWER_TEETH_SHOW_IOD``, then rising to ``LOWER_TEETH_IOD`` (at most ``LOWER_TEETH_SHARE`` of
+    the opening); narrower than the upper row (``LOWER_TEETH_WIDTH_SHARE``)."""
+    lo, hi = LOWER_TEETH_SHOW_IOD
+    show = float(np.clip((gap / iod - lo) / (hi - lo), 0.0, 1.0))
+    height = show * min(LOWER_TEETH_IOD * iod, LOWER_TEETH_SHARE * gap)
+    if height <= 0.3:
+        return None
+    upper = _upper_row(frame, gap, iod)
+    width = LOWER_TEETH_WIDTH_SHARE * (upper.half_width if upper is not None else 0.0)
+    return _TeethRow(height, width, TEETH_LOWER, True) if width > 1.0 else None
+
+
+def _teeth(frame: _MouthFrame, coords: np.ndarray, row: _TeethRow, cavity: np.ndarray,
+           iod: float) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha [h, w, 1], rgb [h, w, 3]) of one tooth row at pixel coordinates ``coords`` [h, w, 2]
+    (``_MouthFrame.coords``) over the cavity colours ``cavity`` [h, w, 3].
+
+    The teeth are rigid: the row's edge is an arc ``row.height`` into the mouth from the lip's
+    middle, curving back towards the lip at the sides (the incisal curve of the arch), and the row
+    reaches behind the lip (the caller clips everything to the inner-lip polygon, so the lip
+    hides what it covers). It fades out over the outer third of its half-width into the cavity
+    (the teeth turn away into the buccal shadow), is shadowed by the lip at its root, and has thin
+    gaps at the tooth boundaries ``TOOTH_EDGES_IOD``. Edges are anti-aliased over one pixel."""
+    s, t = coords[..., 0], coords[..., 1]
+    x = np.abs(s) / max(row.half_width, 1e-6)
+    sign = -1.0 if row.lower else 1.0
+    middle = float(frame.contour_t(np.zeros(1), row.lower)[0])
+    edge = sign * (middle - t) + row.height * (1.0 - TEETH_ARC * x ** 2)  # > 0 on the tooth
+    inside = np.clip(edge + 0.5, 0.0, 1.0)
+    depth = sign * (t - frame.contour_t(s, row.lower))  # into the mouth from the lip contour
+    lateral = np.clip((1.0 - x) / 0.35, 0.0, 1.0)
+    alpha = inside * lateral
+    root = np.clip(depth / max(0.5 * row.height, 1e-6), 0.0, 1.0)
+    light = (0.72 + 0.28 * root) * (1.0 - 0.3 * x ** 2)
+    tooth = row.colour * np.clip(light, 0.0, 1.0)[..., None]
+    scale = row.half_width / (TEETH_HALF_WIDTH_IOD * iod)
+    lines = np.zeros_like(s)
+    half_line = max(0.5 * TOOTH_GAP_WIDTH_IOD * iod, 0.35)
+    for edge in TOOTH_EDGES_IOD:
+        d = np.abs(np.abs(s) - edge * iod * scale)
+        lines = np.maximum(lines, np.clip(half_line + 0.5 - d, 0.0, 1.0))
+    tooth = tooth * (1 - TOOTH_GAP_SHADE * lines[..., None]) + (
+        TEETH_GAP * TOOTH_GAP_SHADE * lines[..., None])
+    tooth = tooth * lateral[..., None] + cavity * (1 - lateral[..., None])
+    return alpha[..., None].astype(np.float32), tooth.astype(np.float32)
 
 
 def _lip_normal(upper: np.ndarray) -> np.ndarray:

@@ -90,6 +90,47 @@ def test_an_open_mouth_is_a_dark_cavity_not_a_row_of_teeth(setup, jaw: float) ->
     assert 0.0 < teeth < 0.45, teeth
 
 
+def _mouth_axes(kp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(s, t) [R, R] of every pixel centre: along the mouth from its right inner corner (0) to
+    its left (1), and down from the upper inner lip's middle (0) to the lower's (1)."""
+    right, left = kp[T.INNER_CORNER_RIGHT], kp[T.LIPS_INNER_UPPER[-1]]
+    top, bottom = kp[13], kp[14]
+    ys, xs = np.mgrid[0:R, 0:R] + 0.5
+    p = np.stack([xs, ys], -1)
+    along = left - right
+    s = ((p - right) @ along) / float(along @ along)
+    down = bottom - top
+    t = ((p - top) @ down) / float(down @ down)
+    return s, t
+
+
+def test_teeth_sit_at_the_front_and_the_lower_row_hides_in_speech(setup) -> None:
+    """The drawn teeth are those a viewer sees: an upper row across the front of the arch (never
+    at the dark corners of the mouth), and a lower row only at wide openings. The teacher used
+    to draw both rows along the whole lip contour at every opening: a ring of teeth around a dark
+    slit, which the student blurred into a grey band (issue 17)."""
+    rig, source_kp, _, _ = setup
+    kp, _ = _drive(rig, {"jawOpen": 1.0}, {})
+    iod = float(np.linalg.norm(source_kp[468] - source_kp[473]))
+    gap = float(np.linalg.norm(kp[14] - kp[13]))
+    s, t = _mouth_axes(kp)
+
+    def bright(rgb: np.ndarray, cov: np.ndarray, where: np.ndarray) -> float:
+        return float(((rgb.min(axis=-1) > 0.5) & (cov > 0.5) & where).sum())
+
+    rgb, cov = teacher.mouth_interior(kp, R, iod)
+    assert gap / iod > teacher.LOWER_TEETH_SHOW_IOD[1]
+    assert bright(rgb, cov, t < 0.3) > 20  # the upper row
+    assert bright(rgb, cov, t > 0.7) > 5  # the lower row, at a wide opening
+    assert bright(rgb, cov, (t > 0.35) & (t < 0.65)) == 0  # a dark cavity between them
+    assert bright(rgb, cov, (s < 0.08) | (s > 0.92)) == 0  # dark corners
+    # The same mouth with an opening under LOWER_TEETH_SHOW_IOD[0] (the iod it is measured in
+    # made larger): the lower lip covers the lower teeth, the upper row still shows.
+    rgb, cov = teacher.mouth_interior(kp, R, gap / (0.9 * teacher.LOWER_TEETH_SHOW_IOD[0]))
+    assert bright(rgb, cov, t < 0.5) > 20
+    assert bright(rgb, cov, t > 0.5) == 0
+
+
 def _eye_polygon(kp: np.ndarray, upper: tuple[int, ...], lower: tuple[int, ...]) -> np.ndarray:
     m = np.zeros((R, R), np.uint8)
     poly = np.concatenate([kp[list(upper)], kp[list(lower)][::-1][1:-1]])
