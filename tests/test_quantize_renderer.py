@@ -21,7 +21,9 @@ REGION_FLOOR_DB = 35.0
 """Eye-region PSNR floor vs fp32 (v2: 40 dB)."""
 MOUTH_FLOOR_DB = 25.0
 """Mouth-interior PSNR floor vs fp32: v2 paints a near-black cavity whose uint8 activations
-quantise coarsely (28 dB); int8 gains v2 only 5–8% of its time, so serving stays fp32."""
+quantise coarsely (28 dB with the first v2 weights; 25.9 dB with the teeth fine-tune, whose pale
+upper row beside the cavity widens the range; 20.8 dB if the image-facing convolutions are
+quantised too); int8 gains v2 only 5–8% of its time, so serving stays fp32."""
 
 
 def _tool():

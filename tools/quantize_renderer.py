@@ -50,8 +50,10 @@ if str(ROOT) not in sys.path:
 VARIANTS = ("conv", "conv_trunk", "all", "dynamic", "fp32_opt")
 HELD_OUT_OFFSET = 1000
 """The held-out poses use seed ``seed + HELD_OUT_OFFSET`` (never the calibration seed)."""
-IMAGE_FACING_CONVS = ("/flow_head/Conv", "/decoder/decoder.3/Conv")
-"""The convolutions whose outputs are the flow and the painted pixels (renderer version 2)."""
+IMAGE_FACING_CONVS = ("/flow_head/Conv", "/decoder.3/Conv")
+"""The convolutions whose outputs are the flow and the painted pixels (renderer version 2's
+exported node names; ``quantize`` raises ValueError when one is missing, so a renamed layer
+cannot silently fall back to int8)."""
 
 
 # ------------------------------------------------------------------ inputs
@@ -133,7 +135,8 @@ def session(path: str | Path, threads: int | None = None, level: str | None = No
 def quantize(fp32: str | Path, out: str | Path, inputs: RendererInputs, variant: str = "conv",
              calib: int = 200, seed: int = 0) -> Path:
     """Write the ``variant`` of ``fp32`` to ``out`` (calibrated on ``calib`` poses of seed
-    ``seed``, MinMax); returns ``out``."""
+    ``seed``, MinMax); returns ``out``. Raises ValueError for ``conv_trunk`` when ``fp32`` lacks
+    a node of ``IMAGE_FACING_CONVS``."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -161,7 +164,10 @@ def quantize(fp32: str | Path, out: str | Path, inputs: RendererInputs, variant:
                              per_channel=False, weight_type=QuantType.QInt8)
             return out
         names = {n.name for n in onnx.load(str(pre)).graph.node}
-        exclude = [n for n in IMAGE_FACING_CONVS if n in names] if variant == "conv_trunk" else []
+        exclude = list(IMAGE_FACING_CONVS) if variant == "conv_trunk" else []
+        missing = [n for n in exclude if n not in names]
+        if missing:
+            raise ValueError(f"{fp32} has no node {missing} (IMAGE_FACING_CONVS is out of date)")
         ops = None if variant == "all" else ["Conv"]
         quantize_static(
             str(pre), str(out), _reader(inputs, calib, seed),
