@@ -309,7 +309,8 @@ def mouth_interior(driving_keypoints: np.ndarray, size: int, iod: float) -> tupl
     # standing on the lower inner lip, both only across the front of the dental arch.
     frame = _MouthFrame.of(upper, lower)
     coords = frame.coords(np.stack([xs, ys], -1))
-    for row in (_upper_row(frame, gap, iod), _lower_row(frame, gap, iod)):
+    upper_row = _upper_row(frame, gap, iod)
+    for row in (upper_row, _lower_row(upper_row, gap, iod)):
         if row is not None:
             t_alpha, tooth = _teeth(frame, coords, row, rgb, iod)
             rgb = rgb * (1 - t_alpha) + tooth * t_alpha
@@ -335,13 +336,12 @@ class _MouthFrame:
         origin = upper[5]
         along = (upper[-1] - upper[0]) / max(float(np.linalg.norm(upper[-1] - upper[0])), 1e-6)
         down = np.array([-along[1], along[0]])
-        frame = _MouthFrame(origin, along, down, np.zeros((0, 2)), np.zeros((0, 2)))
-        return _MouthFrame(origin, along, down, frame.coords(upper), frame.coords(lower))
+        basis = np.stack([along, down], 1)
+        return _MouthFrame(origin, along, down, (upper - origin) @ basis, (lower - origin) @ basis)
 
     def coords(self, points: np.ndarray) -> np.ndarray:
         """(s, t) [..., 2] of crop pixels ``points`` [..., 2]."""
-        d = points - self.origin
-        return np.stack([d @ self.along, d @ self.down], -1)
+        return (points - self.origin) @ np.stack([self.along, self.down], 1)
 
     def contour_t(self, s: np.ndarray, lower: bool) -> np.ndarray:
         """t of the upper (or lower) inner lip at along-coordinates ``s``."""
@@ -368,16 +368,15 @@ def _upper_row(frame: _MouthFrame, gap: float, iod: float) -> _TeethRow | None:
     return _TeethRow(height, width, TEETH_UPPER, False) if height > 0.3 else None
 
 
-def _lower_row(frame: _MouthFrame, gap: float, iod: float) -> _TeethRow | None:
+def _lower_row(upper: _TeethRow | None, gap: float, iod: float) -> _TeethRow | None:
     """The lower incisors: hidden by the lower lip until the opening passes
     ``LOWER_TEETH_SHOW_IOD``, then rising to ``LOWER_TEETH_IOD`` (at most ``LOWER_TEETH_SHARE`` of
-    the opening); narrower than the upper row (``LOWER_TEETH_WIDTH_SHARE``)."""
+    the opening); narrower than the ``upper`` row (``LOWER_TEETH_WIDTH_SHARE``)."""
     lo, hi = LOWER_TEETH_SHOW_IOD
     show = float(np.clip((gap / iod - lo) / (hi - lo), 0.0, 1.0))
     height = show * min(LOWER_TEETH_IOD * iod, LOWER_TEETH_SHARE * gap)
     if height <= 0.3:
         return None
-    upper = _upper_row(frame, gap, iod)
     width = LOWER_TEETH_WIDTH_SHARE * (upper.half_width if upper is not None else 0.0)
     return _TeethRow(height, width, TEETH_LOWER, True) if width > 1.0 else None
 
@@ -408,23 +407,13 @@ def _teeth(frame: _MouthFrame, coords: np.ndarray, row: _TeethRow, cavity: np.nd
     scale = row.half_width / (TEETH_HALF_WIDTH_IOD * iod)
     lines = np.zeros_like(s)
     half_line = max(0.5 * TOOTH_GAP_WIDTH_IOD * iod, 0.35)
-    for edge in TOOTH_EDGES_IOD:
-        d = np.abs(np.abs(s) - edge * iod * scale)
+    for boundary in TOOTH_EDGES_IOD:
+        d = np.abs(np.abs(s) - boundary * iod * scale)
         lines = np.maximum(lines, np.clip(half_line + 0.5 - d, 0.0, 1.0))
     tooth = tooth * (1 - TOOTH_GAP_SHADE * lines[..., None]) + (
         TEETH_GAP * TOOTH_GAP_SHADE * lines[..., None])
     tooth = tooth * lateral[..., None] + cavity * (1 - lateral[..., None])
     return alpha[..., None].astype(np.float32), tooth.astype(np.float32)
-
-
-def _lip_normal(upper: np.ndarray) -> np.ndarray:
-    """Unit normals [11, 2] of the upper inner-lip contour pointing into the mouth (down-face)."""
-    tangent = np.gradient(upper, axis=0)
-    normal = np.stack([-tangent[:, 1], tangent[:, 0]], 1)
-    across = upper[-1] - upper[0]
-    face_down = np.array([-across[1], across[0]])  # right→left across the face, rotated: down
-    normal *= np.sign((normal @ face_down).sum() or 1.0)
-    return normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
 
 
 def _face_up(kp: np.ndarray) -> np.ndarray:
