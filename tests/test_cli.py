@@ -89,17 +89,21 @@ def test_bench_renderer_prints_one_json_line() -> None:
 
 
 def test_eval_renderer_runs() -> None:
-    r = _facecast("eval", "renderer", "--n", "4", "--json", "--backend", "onnxruntime")
+    r = _facecast("eval", "renderer", "--n", "4", "--speech-frames", "3", "--json",
+                  "--backend", "onnxruntime")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["frames"] == 4 and out["background_exact"] is True
-    assert {"student", "teacher", "psnr_neutral", "nme_gap"} <= set(out)
+    assert {"student", "teacher", "psnr_neutral", "nme_gap", "judge_floor"} <= set(out)
+    assert out["speech"]["frames"] == 3 and "nme" in out["speech"]["student"]
 
 
 def test_renderer_commands_refuse_bad_input() -> None:
     r = _facecast("eval", "renderer", "--n", "0", "--json")
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "n=0" in r.stderr
+    r = _facecast("eval", "renderer", "--speech-frames", "-1", "--json")
+    assert r.returncode == 1 and "speech_n" in r.stderr
     r = _facecast("bench", "renderer", "--batch", "0")
     assert r.returncode == 1 and "batch" in r.stderr
 

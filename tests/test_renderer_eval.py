@@ -6,10 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from avatars.rig import NEUTRAL_POSE
-from runtime.evals.renderer import BARS, SHEET_POSES, bars_passed, driving_set, evaluate, sheet_set
+from avatars.rig import INDEX, NEUTRAL_POSE
+from runtime.evals.renderer import (
+    BARS,
+    SHEET_POSES,
+    WIDE_JAW,
+    bars_passed,
+    driving_set,
+    evaluate,
+    judge_floor,
+    sheet_set,
+    speech_driving,
+)
 
 
 def test_driving_set_is_seeded_and_starts_neutral() -> None:
@@ -23,9 +34,35 @@ def test_driving_set_is_seeded_and_starts_neutral() -> None:
     assert len(labels) == len(SHEET_POSES) == 16 and sc.shape == (16, 19) and sp.shape == (16, 6)
 
 
+def test_speech_driving_animates_heldout_prompts_within_the_speech_range() -> None:
+    # the real held-out Asterisk prompts through the real motion model and behaviour layer
+    s = speech_driving(40, seed=0, prompts=6)
+    assert s.coeffs.shape == (40, 19) and s.pose.shape == (40, 6)
+    assert s.prompts == 6 and s.seconds > 6.0 and s.frames == int(s.seconds * 25.0)
+    jaw = s.coeffs[:, INDEX["jawOpen"]]
+    assert jaw.max() > 0.1  # the mouth moves with the speech ...
+    assert 0.1 < s.jaw_p99 < 0.9 and (jaw <= WIDE_JAW).mean() > 0.7  # ... in the speech range
+    again = speech_driving(40, seed=0, prompts=6)
+    assert np.array_equal(again.coeffs, s.coeffs) and np.array_equal(again.pose, s.pose)
+    info = s.info()
+    assert info["frames"] == 40 and info["prompts"] == 6
+    with pytest.raises(ValueError):
+        speech_driving(0)
+
+
+def test_judge_floor_is_small_on_the_default_portrait() -> None:
+    import avatars
+
+    av = avatars.load("default")
+    floor = judge_floor(av.image, av.iod_px)
+    assert floor is not None and 0.0 <= floor < 0.02
+    assert judge_floor(np.zeros((64, 64, 3), np.uint8), 10.0) is None  # no face: no floor
+
+
 def test_evaluate_reports_every_figure(tmp_path: Path) -> None:
     sheet = tmp_path / "sheet.png"
-    r = evaluate("default", n=8, seed=0, size=256, backend="onnxruntime", sheet=sheet)
+    r = evaluate("default", n=8, seed=0, size=256, backend="onnxruntime", sheet=sheet,
+                 speech_n=6)
     assert r["avatar"] == "default" and r["frames"] == 8 and r["size"] == 256
     assert r["backend"] == "onnxruntime-cpu"
     assert r["background_exact"] is True
@@ -44,6 +81,16 @@ def test_evaluate_reports_every_figure(tmp_path: Path) -> None:
     assert r["psnr_neutral_teacher"] >= 60.0
     assert isinstance(r["psnr_neutral"], float) and r["psnr_neutral"] > 0.0
     assert r["nme_gap"] is None or isinstance(r["nme_gap"], float)
+    for who in ("student", "teacher"):
+        assert set(r[who]["nme_by_jaw"]) == {"speech_range", "wide"}
+    assert isinstance(r["judge_floor"], float) and r["judge_floor"] < r["teacher"]["nme"] + 0.02
+    sp = r["speech"]
+    assert sp["frames"] == 6 and sp["prompts"] >= 1
+    for who in ("student", "teacher"):
+        assert sp[who]["faces_missing"] == 0 and isinstance(sp[who]["nme"], float)
+    assert sp["teacher"]["nme"] < 0.06
+    assert evaluate("default", n=1, backend="onnxruntime", speech_n=0)["speech"] == {
+        "skipped": "speech_n = 0"}
     assert isinstance(r["seconds"], float)
     img = np.asarray(Image.open(sheet))
     assert img.shape == (8 * 256, 4 * 256, 3)

@@ -80,6 +80,10 @@ def _renderer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heldout", action="store_true",
                    help="judge every installed held-out portrait (never trained on) instead of "
                         "--avatar, against issue 17's bars")
+    p.add_argument("--speech-frames", type=int, default=param_default(fn, "speech_n"),
+                   metavar="N", help="also judge N frames of held-out speech (the held-out "
+                   "Asterisk prompts, animated as facecast render does); 0 skips "
+                   "(default %(default)s)")
     p.add_argument("--zero-shot", action="store_true",
                    help="ignore the avatar's facecast adapt features (if it has some)")
     p.add_argument("--adapt", type=int, default=0, metavar="STEPS",
@@ -97,12 +101,14 @@ def _renderer(args: argparse.Namespace) -> int:
     with backend_errors_as_input_errors():
         if args.heldout:
             result = renderer.evaluate_heldout(args.n, args.seed, args.size, args.backend, sheet,
-                                               adapt_steps=args.adapt)
+                                               adapt_steps=args.adapt,
+                                               speech_n=args.speech_frames)
         else:
             if args.adapt:
                 raise ValueError("--adapt goes with --heldout; for one avatar run facecast adapt")
             result = renderer.evaluate(args.avatar, args.n, args.seed, args.size, args.backend,
-                                       sheet, use_adaptation=not args.zero_shot)
+                                       sheet, use_adaptation=not args.zero_shot,
+                                       speech_n=args.speech_frames)
     return print_json(result, args)
 
 
