@@ -172,26 +172,29 @@ def driving_set(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return coeffs, poses
 
 
+def _nme_split(results: list[tuple[float, float, float] | None], iod: float,
+               groups: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """Mean nme of the frames each bool mask [n] of ``groups`` selects (None: no such frame)."""
+    out: dict[str, float | None] = {}
+    for name, sel in groups.items():
+        vals = [r[0] / iod for r, s in zip(results, sel) if s and r is not None]
+        out[name] = round(float(np.mean(vals)), 5) if vals else None
+    return out
+
+
 def _nme_by_pose(results: list[tuple[float, float, float] | None], poses: np.ndarray,
                  iod: float) -> dict[str, float | None]:
     """Mean nme of frames whose head turn max(|pitch|, |yaw|) is ≤ / > ``WIDE_TURN_RAD``."""
     turn = np.abs(poses[:, :2]).max(axis=1)
-    out: dict[str, float | None] = {}
-    for name, sel in (("moderate", turn <= WIDE_TURN_RAD), ("wide", turn > WIDE_TURN_RAD)):
-        vals = [r[0] / iod for r, s in zip(results, sel) if s and r is not None]
-        out[name] = round(float(np.mean(vals)), 5) if vals else None
-    return out
+    return _nme_split(results, iod, {"moderate": turn <= WIDE_TURN_RAD,
+                                     "wide": turn > WIDE_TURN_RAD})
 
 
 def _nme_by_jaw(results: list[tuple[float, float, float] | None], coeffs: np.ndarray,
                 iod: float) -> dict[str, float | None]:
     """Mean nme of draws whose jawOpen is ≤ / > ``WIDE_JAW`` (``speech_range`` / ``wide``)."""
     jaw = coeffs[:, INDEX["jawOpen"]]
-    out: dict[str, float | None] = {}
-    for name, sel in (("speech_range", jaw <= WIDE_JAW), ("wide", jaw > WIDE_JAW)):
-        vals = [r[0] / iod for r, s in zip(results, sel) if s and r is not None]
-        out[name] = round(float(np.mean(vals)), 5) if vals else None
-    return out
+    return _nme_split(results, iod, {"speech_range": jaw <= WIDE_JAW, "wide": jaw > WIDE_JAW})
 
 
 def judge_floor(image: np.ndarray, iod: float) -> float | None:
