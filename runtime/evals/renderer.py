@@ -56,6 +56,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,19 @@ class _Frames:
         return teacher.render(self.crop, self.source.keypoints, kp, self.triangles, depth).image
 
 
+def _composites(frames: _Frames, comp: Compositor, kp: np.ndarray, depth: np.ndarray
+                ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Both renderers on driving poses kp [n, 478, 2] / depth [n, 478], ``BATCH`` student frames
+    at a time: per pose i, (i, student crop, its full composite, teacher crop, its composite);
+    crops float32 [R, R, 3] in [0, 1], composites uint8 [H, W, 3] of the avatar's image."""
+    for start in range(0, len(kp), BATCH):
+        crops = frames.student(kp[start:start + BATCH])
+        for j, s_crop in enumerate(crops):
+            i = start + j
+            t_crop = frames.teacher(kp[i], depth[i])
+            yield i, s_crop, comp.paste(s_crop), t_crop, comp.paste(t_crop)
+
+
 def _judge(full: np.ndarray, asked_px: np.ndarray) -> tuple[float, float, float] | None:
     """(nme numerator: mean point distance px, asked gap px, found gap px) or None."""
     from avatars.enroll import detect_faces  # mediapipe: evaluation-only dependency
@@ -342,13 +356,14 @@ def _summary(results: list[tuple[float, float, float] | None], iod: float) -> di
 def evaluate(avatar_name: str = "default", n: int = 200, seed: int = 0, size: int = 256,
              backend: str = "auto", sheet: Path | None = None,
              use_adaptation: bool = True, speech_n: int = 60,
-             speech: SpeechDriving | None = None) -> dict[str, Any]:
+             speech: SpeechDriving | str | None = None) -> dict[str, Any]:
     """Judge student and teacher on ``n`` seeded driving poses and on ``speech_n`` frames of
     held-out speech (see the module docstring; ``speech_n`` = 0 skips the speech part).
 
     The student uses the avatar's ``facecast adapt`` features when the bundle has some that
     apply and ``use_adaptation`` (``adapted`` in the result says which ran). ``speech``: the
-    speech frames when already made (``speech_driving``; ``evaluate_heldout`` makes them once).
+    speech frames when already made, or the reason they could not be (``speech_frames``;
+    ``evaluate_heldout`` makes them once for every identity).
     Returns a JSON-ready dict; with ``sheet``, also writes the contact sheet PNG there.
     Raises ValueError for a bad size/backend/n/speech_n, BundleError for an unknown avatar.
     """
@@ -374,18 +389,13 @@ def evaluate(avatar_name: str = "default", n: int = 200, seed: int = 0, size: in
     teacher_res: list[tuple[float, float, float] | None] = []
     background_exact = True
     psnr_student = psnr_teacher = None
-    for start in range(0, n, BATCH):
-        stop = min(n, start + BATCH)
-        crops = frames.student(kp[start:stop])
-        for j, i in enumerate(range(start, stop)):
-            full = comp.paste(crops[j])
-            background_exact &= bool(np.array_equal(full[keep], avatar.image[keep]))
-            student_res.append(_judge(full, asked_px[i]))
-            t_crop = frames.teacher(kp[i], depth[i])
-            teacher_res.append(_judge(comp.paste(t_crop), asked_px[i]))
-            if i == 0:
-                psnr_student = round(psnr(crops[j], source, region), 3)
-                psnr_teacher = round(psnr(t_crop, source, region), 3)
+    for i, s_crop, s_full, t_crop, t_full in _composites(frames, comp, kp, depth):
+        background_exact &= bool(np.array_equal(s_full[keep], avatar.image[keep]))
+        student_res.append(_judge(s_full, asked_px[i]))
+        teacher_res.append(_judge(t_full, asked_px[i]))
+        if i == 0:
+            psnr_student = round(psnr(s_crop, source, region), 3)
+            psnr_teacher = round(psnr(t_crop, source, region), 3)
 
     student = _summary(student_res, iod)
     teach = _summary(teacher_res, iod)
@@ -410,7 +420,8 @@ def evaluate(avatar_name: str = "default", n: int = 200, seed: int = 0, size: in
         "background_exact": background_exact,
         "viewer": {"student": _viewer(frames, comp, "student"),
                    "teacher": _viewer(frames, comp, "teacher")},
-        "speech": _speech(frames, comp, iod, speech_n, speech),
+        "speech": _speech(frames, comp, iod,
+                          speech_frames(speech_n) if speech is None else speech),
     }
     result["adapted"] = frames.source.adapted
     if sheet is not None:
@@ -419,22 +430,31 @@ def evaluate(avatar_name: str = "default", n: int = 200, seed: int = 0, size: in
     return result
 
 
-def _speech(frames: _Frames, comp: Compositor, iod: float, n: int,
-            speech: SpeechDriving | None) -> dict[str, Any]:
-    """nme and mouth-open figures of both renderers on held-out speech (module docstring)."""
-    if n == 0 and speech is None:
-        return {"skipped": "speech_n = 0"}
-    if speech is None:
-        try:
-            speech = speech_driving(n)
-        except FileNotFoundError as e:
-            return {"skipped": str(e)}
+def speech_frames(n: int) -> SpeechDriving | str:
+    """``speech_driving(n)``, or why there is none: "speech_n = 0", or the FileNotFoundError's
+    message when the held-out prompts are not installed. Raises ValueError for n < 0."""
+    if n < 0:
+        raise ValueError(f"speech_n must be ≥ 0, got {n}")
+    if n == 0:
+        return "speech_n = 0"
+    try:
+        return speech_driving(n)
+    except FileNotFoundError as e:
+        return str(e)
+
+
+def _speech(frames: _Frames, comp: Compositor, iod: float,
+            speech: SpeechDriving | str) -> dict[str, Any]:
+    """nme and mouth-open figures of both renderers on held-out speech (module docstring), or
+    ``{"skipped": reason}``."""
+    if isinstance(speech, str):
+        return {"skipped": speech}
     kp, depth = frames.driving(speech.coeffs, speech.pose)
     asked_px = comp.crop_to_image(kp)
-    crops = frames.student(kp)
-    student = [_judge(comp.paste(c), a) for c, a in zip(crops, asked_px)]
-    teach = [_judge(comp.paste(frames.teacher(kp[i], depth[i])), asked_px[i])
-             for i in range(len(kp))]
+    judged = [(_judge(s_full, asked_px[i]), _judge(t_full, asked_px[i]))
+              for i, _, s_full, _, t_full in _composites(frames, comp, kp, depth)]
+    student = [s for s, _ in judged]
+    teach = [t for _, t in judged]
     return {**speech.info(), "student": _summary(student, iod), "teacher": _summary(teach, iod)}
 
 
@@ -514,12 +534,7 @@ def evaluate_heldout(n: int = 60, seed: int = 0, size: int = 256, backend: str =
         raise RuntimeError("no held-out portrait is installed: "
                            + "; ".join(f"{p.name}: {p.install}" for p in held))
     t0 = time.perf_counter()
-    speech = None
-    if speech_n > 0:
-        try:
-            speech = speech_driving(speech_n)
-        except FileNotFoundError:
-            pass  # each identity's "speech" then says why it was skipped
+    speech = speech_frames(speech_n)
     identities: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="facecast-heldout-") as tmp:
         for p, path in present:
